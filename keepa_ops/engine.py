@@ -1,0 +1,260 @@
+"""The scheduler: one event core for the simulator and the live runner.
+
+The engine owns the bucket (its estimate of the balance), the admission policy
+and the tasks' runs. It never polls: it starts due runs, grants what the policy
+allows now, and otherwise sleeps on the clock until the earliest moment anything
+can change (a refill reaching a target, a promotion, a scheduled start).
+
+Invariants:
+* nothing is admitted while the balance is <= 0 (every target is > 0);
+* a task has at most one run at a time; a tick that falls inside a run is skipped;
+* every admission, spend, 429, sync and commit is an event, in time order.
+"""
+from __future__ import annotations
+
+from .bucket import EPS, INF, TokenBucket
+from .errors import KeepaError, NotEnoughTokens
+from .events import EventLog
+from .policies import Request, admission_target, make_policy
+from .tasks import make_task
+
+FAULT_BACKOFF = 60.0   # seconds before a run that failed on a Keepa error is retried
+
+
+class TaskState:
+    """A task's current run and its running totals."""
+
+    __slots__ = ("task", "spec", "name", "gen", "req", "run_started", "run_items", "next_start",
+                 "done", "grants", "items", "spent", "first_grant", "max_wait", "work_since",
+                 "max_no_progress", "runs", "aborts", "refused", "faults")
+
+    def __init__(self, task):
+        self.task = task
+        self.spec = task.spec
+        self.name = task.name
+        self.gen = None
+        self.req = None
+        self.run_started = 0.0
+        self.run_items = 0
+        self.next_start = 0.0
+        self.done = False
+        self.grants = 0
+        self.items = 0
+        self.spent = 0.0
+        self.first_grant = None
+        self.max_wait = 0.0
+        self.work_since = None
+        self.max_no_progress = 0.0
+        self.runs = 0
+        self.aborts = 0
+        self.refused = 0
+        self.faults = 0
+
+
+class Engine:
+    """Runs a config's tasks against a transport and a store, on a clock."""
+
+    def __init__(self, config, clock, transport, store, events: EventLog | None = None,
+                 bucket: TokenBucket | None = None):
+        self.config = config
+        self.clock = clock
+        self.t0 = clock.now()
+        self.bucket = bucket or TokenBucket(config.refill_per_minute, config.start_tokens,
+                                            capacity=config.capacity, stepped=config.stepped,
+                                            now=self.t0)
+        self.policy = make_policy(config.policy, config.starvation_bound)
+        self.transport = transport
+        self.store = store
+        self.events = events if events is not None else EventLog(config.start)
+        self.states = [TaskState(make_task(spec)) for spec in config.tasks.values()]
+        self._state = {st.name: st for st in self.states}
+        self._seq = 0
+        self._stopping = False
+        self._announced: set[int] = set()
+        self.ended_at = self.t0
+        for st in self.states:
+            st.next_start = self.t0
+
+    # -- control --------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to end at its next step (safe from a signal handler)."""
+        self._stopping = True
+        stop = getattr(self.clock, "stop", None)
+        if stop:
+            stop()
+
+    def run(self, until: float = INF) -> "Engine":
+        clock, policy, bucket, states = self.clock, self.policy, self.bucket, self.states
+        emit = self.events.emit
+        while not self._stopping:
+            now = clock.now()
+            if now >= until:
+                break
+            for st in states:
+                if st.gen is None and not st.done and st.next_start <= now + EPS:
+                    self._start(st, now)
+            req = policy.choose(now, bucket)
+            if req is not None:
+                self._grant(req, now)
+                continue
+            wake = min(policy.next_time(now, bucket), until)
+            for st in states:
+                if st.gen is None and not st.done and st.next_start < wake:
+                    wake = st.next_start
+            for r in policy.waiting:
+                if r.seq not in self._announced:
+                    self._announced.add(r.seq)
+                    b = bucket.balance(now)
+                    emit(now - self.t0, "wait", r.task, b, r.target, r.cost, r.items,
+                         max(0.0, bucket.time_until(r.target, now) - now))
+            if wake == INF:
+                break
+            if wake <= now:
+                wake = now + 1e-6
+            clock.sleep_until(wake)
+        self._close(min(clock.now(), until) if until < INF else clock.now())
+        return self
+
+    # -- runs -----------------------------------------------------------------
+    def _start(self, st: TaskState, now: float) -> None:
+        st.gen = st.task.run(self)
+        st.run_started = now
+        st.run_items = 0
+        st.runs += 1
+        self.events.emit(now - self.t0, "run_start", st.name, self.bucket.balance(now))
+        self._advance(st)
+
+    def _advance(self, st: TaskState) -> None:
+        """Resume the run until it asks for tokens or ends."""
+        try:
+            cost, items = st.gen.send(None)
+        except StopIteration as stop:
+            self._finish(st, exhausted=bool(stop.value))
+            return
+        except KeepaError as e:
+            now = self.clock.now()
+            st.faults += 1
+            self.events.emit(now - self.t0, "fault", st.name, self.bucket.balance(now),
+                             detail={"error": type(e).__name__, "message": str(e)})
+            self._finish(st, exhausted=False, backoff=FAULT_BACKOFF)
+            return
+        now = self.clock.now()
+        spec = st.spec
+        target = admission_target(self.policy.name, cost, spec.threshold)
+        if st.work_since is None:
+            st.work_since = now
+        if spec.max_wait is not None:
+            est = self.bucket.time_until(target, now) - now
+            if est > spec.max_wait:
+                st.aborts += 1
+                self.events.emit(now - self.t0, "abort", st.name, self.bucket.balance(now), target,
+                                 cost, items, est)
+                st.gen.close()
+                self._finish(st, exhausted=False, aborted=True)
+                return
+        self._seq += 1
+        req = Request(st.name, cost, target, items, now, self._seq, spec.priority, spec.weight)
+        st.req = req
+        self.policy.add(req, self.bucket)
+
+    def _grant(self, req: Request, now: float) -> None:
+        st = self._state[req.task]
+        self.policy.granted(req)
+        self._announced.discard(req.seq)
+        st.req = None
+        wait = now - req.since
+        st.grants += 1
+        if wait > st.max_wait:
+            st.max_wait = wait
+        if req.items and st.first_grant is None:
+            st.first_grant = now - self.t0
+        if st.work_since is not None:
+            st.max_no_progress = max(st.max_no_progress, now - st.work_since)
+            st.work_since = None
+        self.events.emit(now - self.t0, "grant", st.name, self.bucket.balance(now), req.target,
+                         req.cost, req.items, wait)
+        self._advance(st)
+
+    def _finish(self, st: TaskState, exhausted: bool, aborted: bool = False, backoff: float = 0.0):
+        now = self.clock.now()
+        st.gen = None
+        st.req = None
+        if not aborted and not backoff and st.work_since is not None:
+            st.max_no_progress = max(st.max_no_progress, now - st.work_since)
+            st.work_since = None
+        self.events.emit(now - self.t0, "run_finish", st.name, self.bucket.balance(now),
+                         items=st.run_items,
+                         detail={"outcome": "aborted" if aborted else "fault" if backoff
+                                 else "exhausted" if exhausted else "ok"})
+        if exhausted:
+            st.done = True
+        else:
+            st.next_start = st.task.next_start(self, st.run_started, now + backoff)
+
+    def _close(self, end: float) -> None:
+        self.ended_at = end
+        for st in self.states:
+            if st.req is not None:
+                st.max_wait = max(st.max_wait, end - st.req.since)
+            if st.work_since is not None:
+                st.max_no_progress = max(st.max_no_progress, end - st.work_since)
+            if st.gen is not None:
+                st.gen.close()
+
+    # -- the context tasks see -------------------------------------------------
+    def call(self, task, cost: float, items: int, fn, *args):
+        """Admit, then make one Keepa call; on a 429, sync and wait again."""
+        st = self._state[task.name]
+        must_wait = cost > 0
+        while True:
+            if must_wait:
+                yield cost, items
+            try:
+                resp = fn(*args, cost=cost)
+            except NotEnoughTokens as e:
+                self._on_refused(st, e.envelope)
+                must_wait = True
+                continue
+            self._on_response(st, resp, items)
+            return resp
+
+    def _on_refused(self, st, env) -> None:
+        now = self.clock.now()
+        st.refused += 1
+        if env is not None:
+            self.bucket.sync(env.tokens_left, now, env.refill_rate, env.refill_in_ms)
+        self.events.emit(now - self.t0, "429", st.name, self.bucket.balance(now), cost=0,
+                         detail={"refill_in_ms": env.refill_in_ms} if env is not None else None)
+
+    def _on_response(self, st, resp, items) -> None:
+        now = self.clock.now()
+        st.spent += resp.consumed
+        env = resp.envelope
+        if env is not None:
+            old = self.bucket.sync(env.tokens_left, now, env.refill_rate, env.refill_in_ms)
+            if abs(old - env.tokens_left) > 0.5:
+                self.events.emit(now - self.t0, "sync", st.name, env.tokens_left,
+                                 detail={"estimate": round(old, 3), "refill_rate": env.refill_rate})
+        if resp.consumed:
+            self.events.emit(now - self.t0, "spend", st.name, self.bucket.balance(now),
+                             cost=resp.consumed, items=items)
+
+    def found(self, task, n: int) -> None:
+        now = self.clock.now()
+        self.events.emit(now - self.t0, "found", task.name, self.bucket.balance(now), items=n)
+
+    def _committed(self, st, n, detail):
+        now = self.clock.now()
+        st.items += n
+        st.run_items += n
+        self.events.emit(now - self.t0, "upsert", st.name, self.bucket.balance(now), items=n, detail=detail)
+
+    def store_new(self, task, rows, refs, watermark) -> None:
+        st = self._state[task.name]
+        self.store.commit_new(task.name, rows, refs, watermark, self.clock.now())
+        self._committed(st, len(refs), {"watermark": watermark.last_update})
+
+    def store_backfill(self, task, rows, refs, checkpoint) -> None:
+        st = self._state[task.name]
+        self.store.commit_backfill(task.name, rows, refs, checkpoint, self.clock.now())
+        self._committed(st, len(refs), {"page": checkpoint[0], "offset": checkpoint[1]})

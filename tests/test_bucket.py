@@ -1,0 +1,60 @@
+import math
+
+import pytest
+
+from keepa_ops.bucket import TokenBucket
+
+
+@pytest.mark.parametrize("target,seconds", [(250, 2712), (180, 1872), (150, 1512)])
+def test_seed_arithmetic(target, seconds):
+    b = TokenBucket(5, 24)
+    assert b.time_until(target, 0.0) == pytest.approx(seconds)
+    assert b.balance(seconds) == pytest.approx(target)
+
+
+def test_capacity_is_an_hour_of_refill_and_above_it_is_never():
+    b = TokenBucket(5, 0)
+    assert b.capacity == 300
+    assert b.time_until(300, 0) == pytest.approx(3600)
+    assert math.isinf(b.time_until(301, 0))
+
+
+def test_spend_admitted_while_positive_may_go_negative():
+    b = TokenBucket(5, 300)
+    assert b.can_spend(0)
+    assert b.spend(400, 0) == -100
+    assert not b.can_spend(0)
+    # continuous refill out of the deficit: 100 tokens take 20 minutes
+    assert b.time_until(0.001, 0) == pytest.approx(1200.012)
+
+
+def test_waste_at_cap_is_counted():
+    b = TokenBucket(5, 290)
+    b.advance(600)  # 50 tokens of inflow, 10 fit
+    assert b.balance(600) == 300
+    assert b.refilled == pytest.approx(50)
+    assert b.wasted == pytest.approx(40)
+
+
+def test_stepped_refill_moves_once_a_minute():
+    b = TokenBucket(5, 0, stepped=True)
+    assert b.balance(59.9) == 0
+    assert b.balance(60) == 5
+    assert b.time_until(12, 60) == 180  # two more steps: 120 -> 10, 180 -> 15
+    assert b.time_until(5, 60) == 60
+
+
+def test_sync_replaces_estimate_and_rate():
+    b = TokenBucket(5, 100)
+    old = b.sync(-40, 0, refill_per_minute=20)
+    assert old == 100
+    assert b.balance(0) == -40
+    assert b.rate == 20 and b.capacity == 1200
+    assert b.time_until(20, 0) == pytest.approx(180)
+
+
+def test_stepped_sync_takes_phase_from_refill_in():
+    b = TokenBucket(5, 0, stepped=True)
+    b.sync(0, 10, refill_in_ms=15000)  # next refill at t = 25
+    assert b.balance(24.9) == 0
+    assert b.balance(25) == 5

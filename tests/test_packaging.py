@@ -1,0 +1,31 @@
+"""environment.yml (for conda users) must stay consistent with pyproject.toml."""
+import re
+import tomllib
+
+import yaml
+
+from tests.conftest import ROOT
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[ ]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_matches_pyproject():
+    py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "conda-forge" in env["channels"]
+    deps = env["dependencies"]
+    assert "python=3.11" in deps
+    pip = next(d["pip"] for d in deps if isinstance(d, dict))
+    assert any(p.startswith("-e .") for p in pip), "the pip section installs the package itself"
+    conda = {_name(d) for d in deps if isinstance(d, str)} - {"python", "pip"}
+    wanted = {_name(r) for r in py["dependencies"]}
+    for extra in ("notebooks", "test"):
+        wanted |= {_name(r) for r in py["optional-dependencies"][extra]}
+    assert conda == wanted
+
+
+def test_console_script_is_declared():
+    py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert py["scripts"]["keepa-ops"] == "keepa_ops.cli:main"
