@@ -55,6 +55,49 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from .runner import run_live
+    from .schedule import parse_duration
+
+    duration = parse_duration(args.duration, "--duration") if args.duration else None
+    events = args.events or (str(args.db) + ".events.jsonl")
+    result = run_live(args.config, args.db, keepa_url=args.keepa_url, duration=duration, speed=args.speed,
+                      events_path=events, progress=None if args.quiet else sys.stderr)
+    s = result.summary()
+    if args.json:
+        print(json.dumps(s))
+    else:
+        where = "embedded fake Keepa" if s["embedded_fake_keepa"] else s["keepa_url"]
+        print(f"ran {s['keepa_seconds'] / 60:.1f} Keepa-minutes against {where}"
+              + (f", stopped by {s['stopped_by']}" if s["stopped_by"] else ""))
+        for name, t in s["tasks"].items():
+            print(f"  {name:24} {t['items']:>7} deals  {t['grants']:>6} grants  {t['tokens_spent']:>8g} tokens  "
+                  f"longest wait {_fmt_s(t['max_wait_s'])}  429s {t['refused_429']}")
+        stored = ", ".join(f"{v['deals']} {k}" for k, v in s["stored"].items()) or "nothing"
+        print(f"  stored: {stored} in {s['db']}; {s['faults']} faults; events in {s['events']}")
+    return 0
+
+
+def cmd_fake_keepa(args) -> int:
+    import signal
+    import threading
+
+    from .fake_server import FakeKeepa
+
+    fake = FakeKeepa(args.refill_per_minute, args.start_tokens, stepped=args.refill == "stepped",
+                     speed=args.speed, seed=args.seed, deals_per_hour=args.deals_per_hour,
+                     pending=args.pending, backlog=args.backlog)
+    url = fake.serve(args.port)
+    print(f"fake Keepa listening on {url} (refill {args.refill_per_minute:g}/min, speed {args.speed:g}x)",
+          flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    fake.shutdown()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="keepa-ops", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True)
@@ -65,6 +108,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--events", metavar="FILE", help="write the event log (.jsonl or .parquet)")
     s.set_defaults(func=cmd_simulate)
+
+    r = sub.add_parser("run", help="run a config live against Keepa (or the embedded fake)")
+    r.add_argument("--config", required=True, help="YAML config")
+    r.add_argument("--db", default="keepa_ops.sqlite", help="SQLite deals store (default keepa_ops.sqlite)")
+    r.add_argument("--keepa-url", help="Keepa base URL; omit (with no KEEPA_API_KEY) for the embedded fake")
+    r.add_argument("--duration", help="stop after this much Keepa time (e.g. 2h); default: until a signal")
+    r.add_argument("--speed", type=float, default=1.0, help="run the clock K times faster (fake Keepa only)")
+    r.add_argument("--events", metavar="FILE", help="event log, JSON lines (default DB.events.jsonl)")
+    r.add_argument("--json", action="store_true", help="print one JSON summary")
+    r.add_argument("--quiet", action="store_true", help="no progress lines")
+    r.set_defaults(func=cmd_run)
+
+    f = sub.add_parser("fake-keepa", help="serve the fake Keepa API on 127.0.0.1")
+    f.add_argument("--port", type=int, default=0, help="port (default: any free port)")
+    f.add_argument("--refill-per-minute", type=float, default=5.0)
+    f.add_argument("--start-tokens", type=float, default=None, help="default: a full bucket")
+    f.add_argument("--refill", choices=("continuous", "stepped"), default="continuous")
+    f.add_argument("--speed", type=float, default=1.0, help="clock K times faster than the wall")
+    f.add_argument("--deals-per-hour", type=float, default=60.0)
+    f.add_argument("--pending", type=int, default=300, help="deals already published at start")
+    f.add_argument("--backlog", type=int, default=10_000, help="historical deals (dateRange >= 1)")
+    f.add_argument("--seed", type=int, default=7)
+    f.set_defaults(func=cmd_fake_keepa)
     return p
 
 

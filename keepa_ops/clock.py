@@ -44,6 +44,10 @@ class RealClock:
         if delay > 0:
             self._stop.wait(delay)
 
+    def pause(self, real_seconds: float) -> None:
+        """Wait ``real_seconds`` of wall time (for transport backoff), cut short by ``stop()``."""
+        self._stop.wait(real_seconds)
+
     def stop(self) -> None:
         self._stop.set()
 

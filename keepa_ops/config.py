@@ -28,7 +28,7 @@ _TOP = {"refill_per_minute", "start_tokens", "capacity", "refill", "policy", "st
 _TASK = {"role", "every", "batch_size", "cost_per_item", "page_cost", "threshold", "priority",
          "weight", "max_wait"}
 _WORKLOAD = {"pending_new_deals", "new_deals_per_hour", "arrivals", "backlog"}
-_KEEPA = {"url", "key_file", "domain", "price_type"}
+_KEEPA = {"url", "key_file", "domain", "price_type", "product_params", "timeout", "retries"}
 
 
 def _check_keys(d, allowed, where):
@@ -90,10 +90,15 @@ class Workload:
 
 @dataclass(frozen=True)
 class KeepaSettings:
+    """Live-only settings. The key itself never lives in a config: KEEPA_API_KEY or key_file."""
+
     url: str | None = None
     key_file: str | None = None
     domain: int = 1
     price_type: int = 0
+    product_params: dict = field(default_factory=dict)
+    timeout: float = 10.0
+    retries: int = 3
 
 
 @dataclass(frozen=True)
@@ -258,9 +263,19 @@ def parse_config(raw: dict) -> Config:
     )
     k = raw.get("keepa") or {}
     _check_keys(k, _KEEPA, "keepa")
+    params = k.get("product_params") or {}
+    if not isinstance(params, dict):
+        raise ConfigError("keepa.product_params", "expected a mapping of /product parameters.",
+                          "e.g. {offers: 20, buybox: 1}.")
+    if "key" in params:
+        raise ConfigError("keepa.product_params.key", "the API key must not be in a config.",
+                          "set KEEPA_API_KEY or keepa.key_file instead.")
     keepa = KeepaSettings(url=k.get("url"), key_file=k.get("key_file"),
                           domain=_number(k, "domain", "keepa", 1, minimum=1, integer=True),
-                          price_type=_number(k, "price_type", "keepa", 0, minimum=0, integer=True))
+                          price_type=_number(k, "price_type", "keepa", 0, minimum=0, integer=True),
+                          product_params=dict(params),
+                          timeout=parse_duration(k.get("timeout", 10), "keepa.timeout"),
+                          retries=_number(k, "retries", "keepa", 3, minimum=0, integer=True))
     return Config(rate, start_tokens, capacity, refill == "stepped", policy, bound, start, tasks,
                   workload, keepa, raw)
 

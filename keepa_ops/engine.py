@@ -72,6 +72,7 @@ class Engine:
         self._stopping = False
         self._announced: set[int] = set()
         self.ended_at = self.t0
+        self.current: str | None = None  # the task whose Keepa call is in flight
         for st in self.states:
             st.next_start = self.t0
 
@@ -132,11 +133,9 @@ class Engine:
             self._finish(st, exhausted=bool(stop.value))
             return
         except KeepaError as e:
-            now = self.clock.now()
             st.faults += 1
-            self.events.emit(now - self.t0, "fault", st.name, self.bucket.balance(now),
-                             detail={"error": type(e).__name__, "message": str(e)})
-            self._finish(st, exhausted=False, backoff=FAULT_BACKOFF)
+            self._finish(st, exhausted=False, backoff=FAULT_BACKOFF,
+                         error=f"{type(e).__name__}: {e}")
             return
         now = self.clock.now()
         spec = st.spec
@@ -175,17 +174,20 @@ class Engine:
                          req.cost, req.items, wait)
         self._advance(st)
 
-    def _finish(self, st: TaskState, exhausted: bool, aborted: bool = False, backoff: float = 0.0):
+    def _finish(self, st: TaskState, exhausted: bool, aborted: bool = False, backoff: float = 0.0,
+                error: str | None = None):
         now = self.clock.now()
         st.gen = None
         st.req = None
         if not aborted and not backoff and st.work_since is not None:
             st.max_no_progress = max(st.max_no_progress, now - st.work_since)
             st.work_since = None
+        detail = {"outcome": "aborted" if aborted else "fault" if error
+                  else "exhausted" if exhausted else "ok"}
+        if error:
+            detail["error"] = error
         self.events.emit(now - self.t0, "run_finish", st.name, self.bucket.balance(now),
-                         items=st.run_items,
-                         detail={"outcome": "aborted" if aborted else "fault" if backoff
-                                 else "exhausted" if exhausted else "ok"})
+                         items=st.run_items, detail=detail)
         if exhausted:
             st.done = True
         else:
@@ -209,6 +211,7 @@ class Engine:
         while True:
             if must_wait:
                 yield cost, items
+            self.current = st.name
             try:
                 resp = fn(*args, cost=cost)
             except NotEnoughTokens as e:
@@ -221,8 +224,8 @@ class Engine:
     def _on_refused(self, st, env) -> None:
         now = self.clock.now()
         st.refused += 1
-        if env is not None:
-            self.bucket.sync(env.tokens_left, now, env.refill_rate, env.refill_in_ms)
+        if env is not None:  # a refusal means the server's balance is <= 0, whatever it reports
+            self.bucket.sync(min(env.tokens_left, 0.0), now, env.refill_rate, env.refill_in_ms)
         self.events.emit(now - self.t0, "429", st.name, self.bucket.balance(now), cost=0,
                          detail={"refill_in_ms": env.refill_in_ms} if env is not None else None)
 
@@ -238,6 +241,12 @@ class Engine:
         if resp.consumed:
             self.events.emit(now - self.t0, "spend", st.name, self.bucket.balance(now),
                              cost=resp.consumed, items=items)
+
+    def fault(self, kind: str, message: str, attempt: int) -> None:
+        """A transient failure the transport retried (each is logged exactly once)."""
+        now = self.clock.now()
+        self.events.emit(now - self.t0, "fault", self.current, self.bucket.balance(now),
+                         detail={"kind": kind, "message": message, "attempt": attempt})
 
     def found(self, task, n: int) -> None:
         now = self.clock.now()

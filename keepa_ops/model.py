@@ -99,6 +99,9 @@ class MemoryStore:
     def checkpoint(self, task: str):
         return self.checkpoints.get(task)
 
+    def has(self, ref) -> bool:
+        return ref.asin in self.stored
+
     def _put(self, refs, now):
         stored, writes = self.stored, self.writes
         for ref in refs:

@@ -35,13 +35,16 @@ class Upserter:
         page = 0
         while True:
             resp = yield from ctx.call(self, spec.page_cost, 0, ctx.transport.deal_page, page, False)
-            # "Newest first" pages are not strictly sorted in practice: sort, then cut at the watermark.
+            # "Newest first" pages are not strictly sorted in practice: sort, then cut at the
+            # watermark. lastUpdate has minute resolution, so a deal published later in the
+            # watermark's own minute can sort below it: re-check that minute against the store.
             items = sorted(resp.items)
-            newer = items[bisect.bisect_right(items, wm):] if wm is not None else items
+            older = bisect.bisect_left(items, (wm.last_update,)) if wm is not None else 0
+            newer = [d for d in items[older:] if wm is None or d > wm or not ctx.store.has(d)]
             for d in newer:
                 if d.asin not in fresh or fresh[d.asin] < d:
                     fresh[d.asin] = d
-            if len(newer) < len(items) or len(items) < PAGE_SIZE:
+            if older or len(items) < PAGE_SIZE:
                 break
             page += 1
         todo = sorted(fresh.values())
@@ -51,7 +54,7 @@ class Upserter:
             batch = todo[i:i + bs]
             resp = yield from ctx.call(self, len(batch) * spec.cost_per_item, len(batch),
                                        ctx.transport.products, [d.asin for d in batch])
-            ctx.store_new(self, resp.items, batch, batch[-1])
+            ctx.store_new(self, resp.items, batch, max(batch[-1], wm) if wm is not None else batch[-1])
         return False
 
     def next_start(self, ctx, started: float, now: float) -> float:

@@ -1,0 +1,169 @@
+"""The live runner: the engine on the real clock, over HTTP, into SQLite.
+
+With no Keepa URL and no KEEPA_API_KEY it starts the embedded fake Keepa on
+127.0.0.1, so the main job runs with no key and no network.
+
+Invariants: it stops cleanly on SIGINT/SIGTERM (the batch in flight either
+commits or rolls back); a restart resumes from the stored watermark and
+checkpoint; the key is never written anywhere.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .client import DEFAULT_URL, ApiKey, KeepaClient
+from .clock import RealClock
+from .config import load_config
+from .engine import Engine
+from .errors import KeepaOpsError
+from .events import EventLog
+from .fake_server import FakeKeepa
+from .store import DealStore
+from .transport import HttpTransport
+
+EMBEDDED_KEY = "embedded-fake-keepa"
+
+
+@dataclass
+class LiveResult:
+    db: Path
+    events_path: Path | None
+    keepa_url: str
+    embedded: bool
+    seconds: float
+    tasks: dict
+    stored: dict
+    faults: int
+    stopped_by: str | None
+
+    def summary(self) -> dict:
+        return {"db": str(self.db), "events": str(self.events_path) if self.events_path else None,
+                "keepa_url": self.keepa_url, "embedded_fake_keepa": self.embedded,
+                "keepa_seconds": self.seconds, "tasks": self.tasks, "stored": self.stored,
+                "faults": self.faults, "stopped_by": self.stopped_by}
+
+
+class _Progress:
+    """Prints one status line every ``every`` wall seconds from the event stream."""
+
+    def __init__(self, engine: Engine, out, every: float = 2.0):
+        self.engine, self.out, self.every = engine, out, every
+        self.last = 0.0
+
+    def __call__(self, row):
+        now = time.monotonic()
+        if self.out is None or now - self.last < self.every:
+            return
+        self.last = now
+        parts = [f"{st.name}: {st.items} deals, {st.grants} grants" + (" (waiting)" if st.req else "")
+                 for st in self.engine.states]
+        self.out.write(f"[keepa-ops] t={row[0] / 60:.1f} keepa-min balance={row[3]:.0f} | " + " | ".join(parts) + "\n")
+        self.out.flush()
+
+
+class _Sink:
+    """Writes each event as a JSON line and keeps the runs table in step."""
+
+    def __init__(self, log: EventLog, fh, store: DealStore, progress):
+        self.log, self.fh, self.store, self.progress = log, fh, store, progress
+
+    def write(self, row):
+        if self.fh is not None:
+            self.fh.write(self.log.to_json(row) + "\n")
+            self.fh.flush()
+        kind = row[1]
+        if kind == "run_start":
+            self.store.run_started(row[2])
+        elif kind == "run_finish":
+            self.store.run_finished(row[2], (row[8] or {}).get("outcome", "ok"), row[6] or 0)
+        self.progress(row)
+
+
+class _StreamingLog(EventLog):
+    def __init__(self, start, sink_factory):
+        super().__init__(start)
+        self.sink = None
+        self._factory = sink_factory
+
+    def emit(self, t, event, task=None, balance=None, target=None, cost=None, items=None,
+             wait_s=None, detail=None):
+        super().emit(t, event, task, balance, target, cost, items, wait_s, detail)
+        if self.sink is not None:
+            self.sink.write(self.rows[-1])
+
+
+def run_live(config, db, *, keepa_url: str | None = None, duration: float | None = None,
+             speed: float = 1.0, events_path=None, progress=sys.stderr, install_signals: bool = True,
+             fake: FakeKeepa | None = None) -> LiveResult:
+    """Run ``config`` live until ``duration`` Keepa-seconds pass or a signal arrives."""
+    cfg = load_config(config)
+    key = ApiKey.from_env(cfg.keepa.key_file)
+    url = keepa_url or cfg.keepa.url
+    embedded = False
+    if url is None and key is None:
+        if fake is None:
+            w = cfg.workload
+            fake = FakeKeepa(cfg.refill_per_minute, cfg.start_tokens, stepped=cfg.stepped, speed=speed,
+                             deals_per_hour=w.new_deals_per_hour, pending=w.pending_new_deals,
+                             backlog=w.backlog)
+            fake.serve()
+            embedded = True
+        url, key = fake.url, ApiKey(EMBEDDED_KEY)
+    elif key is None:
+        raise KeepaOpsError(f"no API key for {url}. Fix: set KEEPA_API_KEY or keepa.key_file "
+                            "(or omit the URL to use the embedded fake Keepa).")
+    elif url is None:
+        url = DEFAULT_URL
+
+    clock = RealClock(speed)
+    store = DealStore(db)
+    client = KeepaClient(key, url, timeout=cfg.keepa.timeout, retries=cfg.keepa.retries, sleep=clock.pause)
+    transport = HttpTransport(client, cfg.keepa, speed)
+    store.now_fn = transport.server_now
+    events_path = Path(events_path) if events_path else None
+    fh = open(events_path, "a") if events_path else None
+    log = _StreamingLog(datetime.now(timezone.utc), None)
+    engine = Engine(cfg, clock, transport, store, log)
+    log.sink = _Sink(log, fh, store, _Progress(engine, progress))
+    client.on_fault = engine.fault
+
+    stopped_by = []
+
+    def _stop(signum, frame):
+        stopped_by.append(signal.Signals(signum).name)
+        engine.stop()
+
+    old = {}
+    if install_signals and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, _stop)
+    try:
+        env = client.token_status()
+        transport._saw(env)
+        old_est = engine.bucket.sync(env.tokens_left, clock.now(), env.refill_rate, env.refill_in_ms)
+        log.emit(clock.now() - engine.t0, "sync", None, env.tokens_left,
+                 detail={"estimate": round(old_est, 3), "refill_rate": env.refill_rate})
+        engine.run(until=duration if duration is not None else math.inf)
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        client.close()
+        if fh is not None:
+            fh.close()
+        stored = store.counts()
+        store.close()
+        if embedded:
+            fake.shutdown()
+    tasks = {st.name: {"grants": st.grants, "items": st.items, "tokens_spent": st.spent,
+                       "max_wait_s": st.max_wait, "runs": st.runs, "refused_429": st.refused,
+                       "failed_runs": st.faults} for st in engine.states}
+    faults = sum(1 for r in log.rows if r[1] == "fault")
+    return LiveResult(Path(db), events_path, url, embedded, engine.ended_at - engine.t0, tasks, stored,
+                      faults, stopped_by[0] if stopped_by else None)

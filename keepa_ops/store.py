@@ -1,0 +1,140 @@
+"""The SQLite deals store.
+
+Invariants:
+* ``deals`` is keyed by ASIN and an upsert is idempotent: writing the same deal
+  again updates its row, never adds one (``writes`` counts how often it was written);
+* the Upserter's watermark and the Backfiller's checkpoint move in the same
+  transaction as the rows they cover: after any crash, watermark <= stored rows;
+* WAL journal, so a notebook can read while the runner writes.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from .wire import DealRef
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deals (
+    asin TEXT PRIMARY KEY,
+    title TEXT,
+    deal_last_update INTEGER,      -- Keepa minutes, from the deal list
+    product_last_update INTEGER,   -- Keepa minutes, from /product
+    price INTEGER,                 -- cents, -1 = none
+    source TEXT NOT NULL,          -- 'live' or 'backfill'
+    first_stored REAL NOT NULL,    -- unix seconds (server clock)
+    last_stored REAL NOT NULL,
+    writes INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS watermarks (
+    task TEXT PRIMARY KEY, last_update REAL NOT NULL, asin TEXT NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    task TEXT PRIMARY KEY, page INTEGER NOT NULL, "offset" INTEGER NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, task TEXT NOT NULL, started REAL NOT NULL, finished REAL,
+    outcome TEXT, items INTEGER);
+"""
+
+UPSERT = """
+INSERT INTO deals (asin, title, deal_last_update, product_last_update, price, source, first_stored, last_stored)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(asin) DO UPDATE SET
+    title = excluded.title, deal_last_update = excluded.deal_last_update,
+    product_last_update = excluded.product_last_update, price = excluded.price,
+    last_stored = excluded.last_stored, writes = deals.writes + 1
+"""
+
+
+class DealStore:
+    def __init__(self, path, now_fn=time.time):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                                    timeout=30)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against a process crash
+        self.conn.executescript(SCHEMA)
+        self.now_fn = now_fn
+        self._open_runs: dict[str, int] = {}
+
+    def close(self):
+        self.conn.close()
+
+    # -- reads ------------------------------------------------------------------------
+    def watermark(self, task: str) -> DealRef | None:
+        row = self.conn.execute("SELECT last_update, asin FROM watermarks WHERE task = ?", (task,)).fetchone()
+        return DealRef(row[0], row[1]) if row else None
+
+    def checkpoint(self, task: str) -> tuple[int, int] | None:
+        row = self.conn.execute('SELECT page, "offset" FROM checkpoints WHERE task = ?', (task,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def has(self, ref: DealRef) -> bool:
+        return self.conn.execute("SELECT 1 FROM deals WHERE asin = ? AND deal_last_update = ?",
+                                 (ref.asin, ref.last_update)).fetchone() is not None
+
+    def counts(self) -> dict:
+        rows = self.conn.execute("SELECT source, COUNT(*), SUM(writes) FROM deals GROUP BY source").fetchall()
+        return {src: {"deals": n, "writes": w} for src, n, w in rows}
+
+    # -- writes -----------------------------------------------------------------------
+    def _rows(self, rows, refs, source, now):
+        by_asin = {r["asin"]: r for r in rows if isinstance(r, dict) and "asin" in r}
+        out = []
+        for ref in refs:
+            p = by_asin.get(ref.asin, {})
+            out.append((ref.asin, p.get("title"), int(ref.last_update), p.get("lastUpdate"),
+                        p.get("price", -1), source, now, now))
+        return out
+
+    def upsert(self, rows: list[tuple]) -> int:
+        """Upsert prepared row tuples in one transaction (the bulk path)."""
+        with self._tx():
+            self.conn.executemany(UPSERT, rows)
+        return len(rows)
+
+    def commit_new(self, task, rows, refs, watermark: DealRef, now=None):
+        ts = self.now_fn()
+        with self._tx():
+            self.conn.executemany(UPSERT, self._rows(rows, refs, "live", ts))
+            self.conn.execute(
+                "INSERT INTO watermarks (task, last_update, asin, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(task) DO UPDATE SET last_update = excluded.last_update, asin = excluded.asin, "
+                "updated = excluded.updated", (task, watermark.last_update, watermark.asin, ts))
+
+    def commit_backfill(self, task, rows, refs, checkpoint, now=None):
+        ts = self.now_fn()
+        with self._tx():
+            self.conn.executemany(UPSERT, self._rows(rows, refs, "backfill", ts))
+            self.conn.execute(
+                'INSERT INTO checkpoints (task, page, "offset", updated) VALUES (?, ?, ?, ?) '
+                'ON CONFLICT(task) DO UPDATE SET page = excluded.page, "offset" = excluded."offset", '
+                "updated = excluded.updated", (task, checkpoint[0], checkpoint[1], ts))
+
+    def run_started(self, task: str) -> None:
+        cur = self.conn.execute("INSERT INTO runs (task, started) VALUES (?, ?)", (task, self.now_fn()))
+        self._open_runs[task] = cur.lastrowid
+
+    def run_finished(self, task: str, outcome: str, items: int) -> None:
+        rid = self._open_runs.pop(task, None)
+        if rid is not None:
+            self.conn.execute("UPDATE runs SET finished = ?, outcome = ?, items = ? WHERE id = ?",
+                              (self.now_fn(), outcome, items, rid))
+
+    def _tx(self):
+        return _Transaction(self.conn)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb):
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
