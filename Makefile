@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/keepa-ops simulate data/seed_incident.yaml --hours 24
 	$(BIN)/keepa-ops simulate data/seed_incident_priority.yaml --hours 168
+	$(BIN)/keepa-ops run --config data/live_priority.yaml --db runs/deals.sqlite --duration 6h --speed 720
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -28,7 +28,7 @@ _TOP = {"refill_per_minute", "start_tokens", "capacity", "refill", "policy", "st
 _TASK = {"role", "every", "batch_size", "cost_per_item", "page_cost", "threshold", "priority",
          "weight", "max_wait"}
 _WORKLOAD = {"pending_new_deals", "new_deals_per_hour", "arrivals", "backlog"}
-_KEEPA = {"url", "key_file", "domain", "price_type", "product_params", "timeout", "retries"}
+_KEEPA = {"url", "key_file", "domain", "price_type", "product_params", "timeout", "retries", "backoff"}
 
 
 def _check_keys(d, allowed, where):
@@ -99,6 +99,7 @@ class KeepaSettings:
     product_params: dict = field(default_factory=dict)
     timeout: float = 10.0
     retries: int = 3
+    backoff: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,8 @@ def parse_config(raw: dict) -> Config:
                           price_type=_number(k, "price_type", "keepa", 0, minimum=0, integer=True),
                           product_params=dict(params),
                           timeout=parse_duration(k.get("timeout", 10), "keepa.timeout"),
-                          retries=_number(k, "retries", "keepa", 3, minimum=0, integer=True))
+                          retries=_number(k, "retries", "keepa", 3, minimum=0, integer=True),
+                          backoff=parse_duration(k.get("backoff", 0.5), "keepa.backoff"))
     return Config(rate, start_tokens, capacity, refill == "stepped", policy, bound, start, tasks,
                   workload, keepa, raw)
 

@@ -239,6 +239,7 @@ class FakeKeepa:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
     fake: FakeKeepa = None
     server_version = "FakeKeepa/1"
 
@@ -247,11 +248,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: dict | bytes):
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json" if not isinstance(body, bytes) else "text/plain")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json" if not isinstance(body, bytes) else "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout): its loss
+            self.close_connection = True
 
     def _error(self, status, etype, message, env=None):
         body = dict(env or {})

@@ -22,7 +22,7 @@ from .client import DEFAULT_URL, ApiKey, KeepaClient
 from .clock import RealClock
 from .config import load_config
 from .engine import Engine
-from .errors import KeepaOpsError
+from .errors import KeepaOpsError, NotEnoughTokens
 from .events import EventLog
 from .fake_server import FakeKeepa
 from .store import DealStore
@@ -124,7 +124,8 @@ def run_live(config, db, *, keepa_url: str | None = None, duration: float | None
 
     clock = RealClock(speed)
     store = DealStore(db)
-    client = KeepaClient(key, url, timeout=cfg.keepa.timeout, retries=cfg.keepa.retries, sleep=clock.pause)
+    client = KeepaClient(key, url, timeout=cfg.keepa.timeout, retries=cfg.keepa.retries,
+                         backoff=cfg.keepa.backoff, sleep=clock.pause)
     transport = HttpTransport(client, cfg.keepa, speed)
     store.now_fn = transport.server_now
     events_path = Path(events_path) if events_path else None
@@ -145,7 +146,10 @@ def run_live(config, db, *, keepa_url: str | None = None, duration: float | None
         for sig in (signal.SIGINT, signal.SIGTERM):
             old[sig] = signal.signal(sig, _stop)
     try:
-        env = client.token_status()
+        try:
+            env = client.token_status()
+        except NotEnoughTokens as e:  # /token is free, but a 429 still tells the balance
+            env = e.envelope
         transport._saw(env)
         old_est = engine.bucket.sync(env.tokens_left, clock.now(), env.refill_rate, env.refill_in_ms)
         log.emit(clock.now() - engine.t0, "sync", None, env.tokens_left,

@@ -80,10 +80,11 @@ class DealStore:
 
     # -- writes -----------------------------------------------------------------------
     def _rows(self, rows, refs, source, now):
-        by_asin = {r["asin"]: r for r in rows if isinstance(r, dict) and "asin" in r}
+        by_asin = {r["asin"]: r for r in rows if type(r) is dict and "asin" in r}
+        empty = {}
         out = []
         for ref in refs:
-            p = by_asin.get(ref.asin, {})
+            p = by_asin.get(ref.asin, empty)
             out.append((ref.asin, p.get("title"), int(ref.last_update), p.get("lastUpdate"),
                         p.get("price", -1), source, now, now))
         return out
