@@ -98,6 +98,74 @@ def cmd_fake_keepa(args) -> int:
     return 0
 
 
+def _print_read(stats: dict) -> None:
+    print(f"read {stats['files']} file(s), {stats['bytes'] / 1e6:.1f} MB, {stats['lines']} lines: "
+          f"{stats['events']} token events, {stats['other']} other lines, {stats['continuation']} traceback lines, "
+          f"{stats['skipped']} skipped" + (f", {stats['truncated_files']} truncated gzip" if stats["truncated_files"] else "")
+          + (f", {stats['partial_last_lines']} partial last line(s)" if stats["partial_last_lines"] else ""),
+          file=sys.stderr)
+
+
+def cmd_parse(args) -> int:
+    from .logparse import parse_logs
+
+    parsed = parse_logs(args.logs)
+    _print_read(parsed.stats)
+    if args.out:
+        out = args.out
+        if out.endswith(".parquet"):
+            parsed.events.to_parquet(out, index=False)
+        else:
+            parsed.events.to_csv(out, index=False)
+        print(f"wrote {len(parsed.events)} events to {out}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(parsed.stats))
+    return 0
+
+
+def cmd_diagnose(args) -> int:
+    from .diagnose import diagnose
+    from .logparse import parse_logs
+    from .schedule import parse_duration
+
+    parsed = parse_logs(args.logs)
+    if not args.json:
+        _print_read(parsed.stats)
+    d = diagnose(parsed, bound_s=parse_duration(args.bound, "--bound"), check=not args.no_check)
+    if args.json:
+        out = d.to_dict()
+        out["read"] = parsed.stats
+        print(json.dumps(out, default=str))
+    else:
+        print(d.report())
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from .logparse import parse_logs
+    from .replay import replay
+
+    parsed = parse_logs(args.logs)
+    alt = args.config if args.config else {"policy": args.policy}
+    r = replay(parsed, alt, hours=args.hours)
+    if args.json:
+        print(json.dumps(r, default=str))
+        return 0
+    _print_read(parsed.stats)
+    print(f"replayed {r['hours']:g} h of the logged demand")
+    for a in r["assumptions"]:
+        print(f"  assumption: {a}")
+    print(f"{'task':24} {'logged: longest wait':>22} {'as logged (sim)':>16} {'replayed':>10}")
+    for n, t in r["logged"]["tasks"].items():
+        a = r["as_logged_simulated"]["tasks"].get(n, {})
+        b = r["replayed"]["tasks"].get(n, {})
+        print(f"{n:24} {_fmt_s(t['max_wait_s']):>22} {_fmt_s(a.get('max_no_progress_s')):>16} "
+              f"{_fmt_s(b.get('max_no_progress_s')):>10}")
+    print(f"starved: logged {r['logged']['starved'] or 'nobody'}; as logged (sim) "
+          f"{r['as_logged_simulated']['starved'] or 'nobody'}; replayed {r['replayed']['starved'] or 'nobody'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="keepa-ops", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True)
@@ -119,6 +187,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print one JSON summary")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     r.set_defaults(func=cmd_run)
+
+    pa_ = sub.add_parser("parse", help="parse production logs into a table of token events")
+    pa_.add_argument("logs", nargs="+", help="log files or directories (rotated sets and .gz are fine)")
+    pa_.add_argument("--out", help="write the events as .parquet or .csv")
+    pa_.add_argument("--json", action="store_true", help="print what was read as JSON")
+    pa_.set_defaults(func=cmd_parse)
+
+    d = sub.add_parser("diagnose", help="who starved whom, why, and what to change")
+    d.add_argument("logs", nargs="+")
+    d.add_argument("--bound", default="1h", help="starvation bound (default 1h)")
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--no-check", action="store_true", help="do not re-simulate the recommendation")
+    d.set_defaults(func=cmd_diagnose)
+
+    rp = sub.add_parser("replay", help="re-run the logged demand under another config or policy")
+    rp.add_argument("logs", nargs="+")
+    rp.add_argument("--config", help="YAML: a full config, or only the keys to change (e.g. policy: priority)")
+    rp.add_argument("--policy", default="priority", help="policy to replay under when no --config is given")
+    rp.add_argument("--hours", type=float, help="simulated hours (default: the log's span, at least 24)")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=cmd_replay)
 
     f = sub.add_parser("fake-keepa", help="serve the fake Keepa API on 127.0.0.1")
     f.add_argument("--port", type=int, default=0, help="port (default: any free port)")

@@ -158,7 +158,7 @@ def _schedule(task: dict, name: str, role: str, start: datetime):
     return Every(period)
 
 
-def _task(d, name, capacity, policy, start) -> TaskSpec:
+def _task(d, name, capacity, policy, start, strict=True) -> TaskSpec:
     where = f"tasks.{name}"
     _check_keys(d, _TASK, where)
     role = d.get("role")
@@ -176,7 +176,7 @@ def _task(d, name, capacity, policy, start) -> TaskSpec:
         weight=_number(d, "weight", where, 1.0, minimum=0, strict=True),
         max_wait=parse_duration(d["max_wait"], f"{where}.max_wait") if d.get("max_wait") is not None else None,
     )
-    if policy != "greedy":
+    if policy != "greedy" and strict:
         reserve = admission_target(policy, 0, spec.threshold) if policy == "threshold" else 0.0
         for what, cost in (("batch_size", spec.batch_cost), ("page_cost", spec.page_cost)):
             target = admission_target(policy, cost, spec.threshold)
@@ -204,8 +204,11 @@ def _task(d, name, capacity, policy, start) -> TaskSpec:
     return spec
 
 
-def parse_config(raw: dict) -> Config:
-    """Validate a config mapping (as loaded from YAML) into a ``Config``."""
+def parse_config(raw: dict, strict: bool = True) -> Config:
+    """Validate a config mapping (as loaded from YAML) into a ``Config``.
+
+    ``strict=False`` admits unreachable targets: only for re-enacting such an incident.
+    """
     raw = copy.deepcopy(raw)
     _check_keys(raw, _TOP, "")
     rate = _number(raw, "refill_per_minute", "", minimum=0, strict=True, required=True)
@@ -242,7 +245,7 @@ def parse_config(raw: dict) -> Config:
                           "add e.g. `tasks: {update_recent_deals: {role: upserter}}`.")
     tasks = {}
     for name, d in tasks_raw.items():
-        tasks[str(name)] = _task(d if d is not None else {}, str(name), capacity, policy, start)
+        tasks[str(name)] = _task(d if d is not None else {}, str(name), capacity, policy, start, strict)
     for role in ROLES:
         same = [t.name for t in tasks.values() if t.role == role]
         if len(same) > 1:

@@ -19,6 +19,7 @@ from .policies import Request, admission_target, make_policy
 from .tasks import make_task
 
 FAULT_BACKOFF = 60.0   # seconds before a run that failed on a Keepa error is retried
+HEARTBEAT = 900.0      # a waiting task says so this often: silence then means a stall, not a wait
 
 
 class TaskState:
@@ -71,6 +72,7 @@ class Engine:
         self._seq = 0
         self._stopping = False
         self._announced: set[int] = set()
+        self._next_heartbeat = self.t0 + HEARTBEAT
         self.ended_at = self.t0
         self.current: str | None = None  # the task whose Keepa call is in flight
         for st in self.states:
@@ -87,6 +89,10 @@ class Engine:
     def run(self, until: float = INF) -> "Engine":
         clock, policy, bucket, states = self.clock, self.policy, self.bucket, self.states
         emit = self.events.emit
+        if not self.events.rows:  # the log says what bucket it starts from
+            now = clock.now()
+            emit(now - self.t0, "sync", None, bucket.balance(now),
+                 detail={"refill_rate": bucket.rate, "capacity": bucket.capacity, "policy": policy.name})
         while not self._stopping:
             now = clock.now()
             if now >= until:
@@ -98,7 +104,11 @@ class Engine:
             if req is not None:
                 self._grant(req, now)
                 continue
+            if policy.waiting and now >= self._next_heartbeat:
+                self._heartbeat(now)
             wake = min(policy.next_time(now, bucket), until)
+            if policy.waiting:
+                wake = min(wake, self._next_heartbeat)
             for st in states:
                 if st.gen is None and not st.done and st.next_start < wake:
                     wake = st.next_start
@@ -115,6 +125,12 @@ class Engine:
             clock.sleep_until(wake)
         self._close(min(clock.now(), until) if until < INF else clock.now())
         return self
+
+    def _heartbeat(self, now: float) -> None:
+        b = self.bucket.balance(now)
+        for r in self.policy.waiting:
+            self.events.emit(now - self.t0, "heartbeat", r.task, b, r.target, r.cost, r.items, now - r.since)
+        self._next_heartbeat = now + HEARTBEAT
 
     # -- runs -----------------------------------------------------------------
     def _start(self, st: TaskState, now: float) -> None:
@@ -195,6 +211,8 @@ class Engine:
 
     def _close(self, end: float) -> None:
         self.ended_at = end
+        if self.policy.waiting:  # the log's last word on each wait: still waiting at the end
+            self._heartbeat(end)
         for st in self.states:
             if st.req is not None:
                 st.max_wait = max(st.max_wait, end - st.req.since)

@@ -10,7 +10,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-KINDS = ("run_start", "found", "wait", "grant", "spend", "sync", "429", "upsert", "abort",
+KINDS = ("run_start", "found", "wait", "heartbeat", "grant", "spend", "sync", "429", "upsert", "abort",
          "fault", "run_finish")
 FIELDS = ("t", "event", "task", "balance", "target", "cost", "items", "wait_s", "detail")
 

@@ -52,6 +52,8 @@ class Every:
     def first_at_or_after(self, t: float) -> float:
         if t <= 0:
             return 0.0
+        if math.isinf(t):
+            return t
         return math.ceil(t / self.period - 1e-12) * self.period
 
     def __repr__(self):
@@ -72,6 +74,8 @@ class Cron:
     def first_at_or_after(self, t: float) -> float:
         if t <= 0:
             return 0.0
+        if math.isinf(t):
+            return t
         base = self.start + timedelta(seconds=t) - timedelta(microseconds=1)
         nxt = croniter(self.expr, base).get_next(datetime)
         return (nxt - self.start).total_seconds()

@@ -1,0 +1,483 @@
+"""Production logs -> one typed pandas DataFrame of token events.
+
+Reads the legacy Celery pipeline's formats (worker default, ``basicConfig`` with or
+without the logger name, Python's default) and keepa-ops' own JSON-lines event log,
+mixed in any proportion, from files, directories, rotated sets and gzip.
+
+Invariants:
+* every line is either an event, a known non-token line ("other"), part of a
+  traceback ("continuation"), blank, or counted as skipped and kept aside:
+  ``stats["lines"]`` is their sum, and no input makes the parser raise;
+* a line that names no task gets the task its worker process is running, from the
+  Celery received/succeeded lines and the tasks' own start/finish lines.
+
+Speed: lines are zero-copy slices of the file's bytes in an Arrow binary array; the
+filters are RE2 regexes without captures (DFA speed) over every line, and the
+capturing regexes run only on the token-story lines, one message template at a time.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .logsource import read_sources
+
+LEVELS = "DEBUG|INFO|WARNING|ERROR|CRITICAL"
+TS = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+N = r"-?\d+(?:\.\d+)?"
+CHUNK = 32 << 20
+
+FORMATS = {
+    "celery": rf"^\[(?P<ts>{TS}): (?P<level>[A-Z]+)/(?P<process>[\w.\-]+)\] (?P<msg>[^\r\n]*)",
+    "basic": rf"^(?P<ts>{TS}) - (?:(?P<logger>[\w.]+) - )?(?P<level>{LEVELS}) - (?P<msg>[^\r\n]*)",
+    "default": rf"^(?P<level>{LEVELS}):(?P<logger>[\w.]+):(?P<msg>[^\r\n]*)",
+}
+PREFIX_ANY = rf"^(?:\[{TS}: [A-Z]+/[\w.\-]+\] |{TS} - |(?:{LEVELS}):[\w.]+:)"
+CONTINUATION = (r"^(?:[ \t]+\S|Traceback \(most recent call last\)|During handling of the above|"
+                r"The above exception|[\w.]+(?:Error|Exception|Exit|Interrupt|Warning)\b)")
+TASK_LOGGER = r"^(?P<tl_task>[\w.]+)\[(?P<tl_id>[\w\-]+)\]: (?P<rest>[^\r\n]*)"
+
+# (literal start, template name, regex). The event kind is decided in _event_of.
+TEMPLATES = [
+    ("Insufficient tokens", "insufficient_tokens",
+     rf"^Insufficient tokens \(Current: (?P<balance>{N}), Target: (?P<target>{N})\)\. "
+     rf"(?:Waiting(?: for (?P<wait>{N})s)?|Wait (?P<wait2>{N})s > (?P<limit>{N})s\. Exiting)"),
+    ("Entered wait loop", "wait_loop",
+     rf"^Entered wait loop\. (?:Initial Wait: (?P<wait>{N})s\. Target: (?P<target>{N})|"
+     rf"Estimated Wait: (?P<wait2>{N})s to reach (?P<target2>{N}) tokens)"),
+    ("Tokens recovered", "tokens_recovered", rf"^Tokens recovered \((?P<balance>{N}) >= (?P<target>{N})\)"),
+    ("[Heartbeat] Waiting", "heartbeat",
+     rf"^\[Heartbeat\] Waiting for tokens\.\.\. Current: (?P<balance>{N})\. Target: (?P<target>{N})\."
+     rf"(?: Remaining: (?P<wait>{N})s)?"),
+    ("Priority Pass", "priority_pass", rf"^Priority Pass: allowing small cost (?P<cost>{N})\. Balance: (?P<balance>{N})"),
+    ("Tokens critically low", "recharge_enter",
+     rf"^Tokens critically low \((?P<balance>{N}) < (?P<threshold>{N})\)\. Entering Recharge Mode until (?P<target>{N})"),
+    ("Recharge Mode Active", "recharge_wait", rf"^Recharge Mode Active \(Tokens: (?P<balance>{N})/(?P<target>{N})\)"),
+    ("Burst threshold reached", "recharge_exit", rf"^Burst threshold reached \((?P<balance>{N}) >= (?P<target>{N})\)"),
+    ("Request blocked", "request_blocked",
+     rf"^Request blocked: Projected balance (?P<balance>{N}) exceeds max deficit (?P<target>{N})"),
+    ("Zero or negative tokens", "zero_tokens",
+     rf"^Zero or negative tokens\. Have: (?P<balance>{N})\. Waiting for (?P<wait>{N}) seconds"),
+    ("Low tokens", "low_tokens",
+     rf"^Low tokens \(Below Threshold (?P<threshold>{N})\)\. Have: (?P<balance>{N})\. Waiting for (?P<wait>{N}) "
+     rf"seconds to recover to (?P<target>{N})"),
+    ("Token count authoritatively", "token_sync",
+     rf"^Token count authoritatively synced from API response\. Previous estimate: (?P<estimate>{N}), "
+     rf"New value: (?P<left>{N})"),
+    ("Skipping sync_tokens", "sync_skipped", r"^Skipping sync_tokens"),
+    ("Fetched ", "fetched", rf"^Fetched (?P<items>\d+) deals\. Tokens consumed: (?P<consumed>{N})\. Tokens left: (?P<left>{N})"),
+    ("Batch API call successful", "batch_call",
+     rf"^Batch API call successful\. Tokens consumed: (?P<consumed>{N})\. Tokens left: (?P<left>{N})"),
+    ("Lightweight batch call", "light_call",
+     rf"^Lightweight batch call successful\. Tokens consumed: (?P<consumed>{N})\. Tokens left: (?P<left>{N})"),
+    ("429 ERROR", "error_429",
+     rf"^429 ERROR\. Keepa reported (?P<consumed>{N}) tokens consumed for this failed call\. Tokens left: (?P<left>{N})"),
+    ("Successfully retrieved token", "token_status",
+     rf"^Successfully retrieved token status: .*?tokensLeft'?\"?\s*[:=]\s*(?P<left>{N})"),
+    ("--- Task: ", "task_line",
+     r"^--- Task: (?P<task>\w+) (?P<what>started|finished|is already running)"),
+    ("--- Resuming backfill", "backfill_resume", r"^--- Resuming backfill from page (?P<page>\d+), chunk (?P<chunk>\d+)"),
+    ("--- Backfill state saved", "backfill_saved", r"^--- Backfill state saved\. Page: (?P<page>\d+), Chunk: (?P<chunk>\d+)"),
+    ("--- Task Paused", "task_paused", r"^--- Task Paused: (?P<reason>[^\r\n]*?)\. Releasing lock"),
+    ("Loaded watermark", "watermark_loaded", r"^Loaded watermark: (?P<iso>\S+)"),
+    ("Successfully updated watermark", "watermark", r"^Successfully updated watermark to (?P<iso>\S+)"),
+    ("Watermark ratcheted", "watermark", r"^Watermark ratcheted to (?P<iso>\S+)"),
+    ("Watermark advanced", "watermark", r"^Watermark advanced \(no deals saved\) to (?P<iso>\S+)"),
+    ("Step 2 Complete", "found", r"^Step 2 Complete: Found (?P<items>\d+) new deals"),
+    ("Step 6 Complete", "upserted", r"^Step 6 Complete: Successfully upserted/updated (?P<items>\d+) rows"),
+    ("Stop Trigger", "stop_trigger", r"^Stop Trigger: Deal (?P<reason>\S+)"),
+    ("Task Complete: Processed", "ingest_complete",
+     r"^Task Complete: Processed (?P<scanned>\d+) scanned, upserted (?P<items>\d+)"),
+    ("Mid Refill Rate", "rate_adjust", rf"^Mid Refill Rate \((?P<rate>{N})/min\)\. Reducing SCAN_BATCH_SIZE to (?P<items>\d+)"),
+    ("Task handler raised", "worker_lost", r"^Task handler raised error: (?P<reason>\w+)"),
+    ("Task ", "celery_task",
+     r"^Task (?P<task>[\w.]+)\[(?P<tid>[\w\-]+)\] (?P<what>received|succeeded|raised|retry|failed)"
+     rf"(?: in (?P<secs>{N})s)?"),
+]
+KEYWORDS = "|".join(re.escape(p) for p, _, _ in TEMPLATES if p != "Task ") + \
+    r"|Task [\w.]+\[[\w\-]+\] (?:received|succeeded|raised|retry|failed)"
+_TEMPLATE_BY_NAME = {name: (prefix, rx) for prefix, name, rx in TEMPLATES}
+_FIELDS = ("balance", "target", "wait", "cost", "consumed", "left", "rate", "items", "threshold", "page",
+           "chunk", "estimate", "limit", "secs", "scanned")
+_TEXT_FIELDS = ("task", "tid", "what", "reason", "iso")
+
+# Legacy module -> task, for lines whose logger names their task's module.
+MODULE_TASKS = {"keepa_deals.simple_task": "update_recent_deals", "keepa_deals.backfiller": "backfill_deals",
+                "keepa_deals.smart_ingestor": "smart_ingestor"}
+
+_NUMERIC = ("time", "balance", "target", "wait", "cost", "consumed", "tokens_left", "refill_rate", "items",
+            "threshold", "line")
+COLUMNS = ["time", "source", "line", "stream", "process", "task", "event", "kind", "balance", "target", "wait",
+           "cost", "consumed", "tokens_left", "refill_rate", "items", "threshold", "detail"]
+
+
+def short_task(name):
+    """'keepa_deals.simple_task.update_recent_deals' -> 'update_recent_deals' (…smart_ingestor.run -> smart_ingestor)."""
+    if name is None or name != name:
+        return None
+    parts = str(name).split(".")
+    if parts[-1] == "run" and len(parts) > 1:
+        return parts[-2]
+    return parts[-1]
+
+
+def _event_of(kind: str, g: dict):
+    """Template name + captured groups -> (event, kind) arrays, vectorised."""
+    n = len(next(iter(g.values()))) if g else 0
+    ev = np.full(n, {
+        "wait_loop": "wait", "tokens_recovered": "grant", "heartbeat": "heartbeat", "priority_pass": "grant",
+        "recharge_enter": "wait", "recharge_wait": "heartbeat", "recharge_exit": "grant",
+        "request_blocked": "abort", "zero_tokens": "wait", "low_tokens": "wait", "token_sync": "sync",
+        "sync_skipped": "sync_skipped", "fetched": "spend", "batch_call": "spend", "light_call": "spend",
+        "error_429": "429", "token_status": "sync", "backfill_resume": "resume", "backfill_saved": "checkpoint",
+        "task_paused": "abort", "watermark_loaded": "watermark_loaded", "watermark": "watermark",
+        "found": "found", "upserted": "upsert", "stop_trigger": "stop_trigger", "ingest_complete": "run_finish",
+        "rate_adjust": "rate_adjust", "worker_lost": "error", "insufficient_tokens": "wait",
+        "task_line": "run_start", "celery_task": "received",
+    }[kind], dtype=object)
+    if kind == "insufficient_tokens":
+        ev[~pd.isna(g["limit"])] = "abort"
+    elif kind == "task_line":
+        what = g["what"]
+        ev[what == "finished"] = "run_finish"
+        ev[what == "is already running"] = "skip"
+    elif kind == "celery_task":
+        what = g["what"]
+        ev[np.isin(what, ["succeeded", "raised", "failed"])] = "run_finish"
+        ev[what == "retry"] = "abort"
+    return ev
+
+
+def _to_np(arr: pa.Array, numeric: bool):
+    """Captured bytes -> float64 (NaN) or object (None); a group that did not take part is ''."""
+    s = pc.cast(arr, pa.string())
+    s = pc.if_else(pc.equal(pc.utf8_length(s), 0), pa.scalar(None, pa.string()), s)
+    if numeric:
+        return pc.cast(s, pa.float64()).to_numpy(zero_copy_only=False)
+    return np.asarray(s.to_pylist(), dtype=object)
+
+
+def _parse_times(ts: pa.Array) -> np.ndarray:
+    s = pc.cast(ts, pa.string())
+    sec = pc.strptime(pc.utf8_slice_codeunits(s, 0, 19), format="%Y-%m-%d %H:%M:%S", unit="ms", error_is_null=True)
+    ms = pc.cast(pc.utf8_slice_codeunits(s, 20, 23), pa.int64())
+    out = pc.add(pc.cast(sec, pa.int64()), ms)
+    return out.to_numpy(zero_copy_only=False).astype("float64")
+
+
+def _lines(data: bytes):
+    """Yield (first line number, Arrow binary array of lines incl. their newline) per chunk."""
+    start, line0, n = 0, 1, len(data)
+    view = memoryview(data)
+    while start < n:
+        end = min(n, start + CHUNK)
+        if end < n:
+            nl = data.rfind(b"\n", start, end)
+            end = nl + 1 if nl >= start else data.find(b"\n", end) + 1 or n
+        chunk = view[start:end]
+        buf = np.frombuffer(chunk, np.uint8)
+        nls = np.flatnonzero(buf == 10)
+        offs = np.empty(len(nls) + 2, np.int32)
+        offs[0] = 0
+        offs[1:len(nls) + 1] = nls + 1
+        count = len(nls) + (1 if len(nls) == 0 or nls[-1] + 1 < len(chunk) else 0)
+        offs[count] = len(chunk)
+        arr = pa.Array.from_buffers(pa.binary(), count, [None, pa.py_buffer(offs[:count + 1]), pa.py_buffer(chunk)])
+        yield line0, arr
+        line0 += count
+        start = end
+
+
+@dataclass
+class ParsedLog:
+    """What was read: ``events`` (typed DataFrame), ``stats`` and a sample of skipped lines."""
+
+    events: pd.DataFrame
+    stats: dict
+    skipped: pd.DataFrame
+    files: pd.DataFrame = field(default=None)
+
+    def task_names(self) -> list[str]:
+        return sorted(t for t in self.events["task"].dropna().unique())
+
+    def timeline(self, freq: str = "1min") -> pd.DataFrame:
+        """Observed balance (and Keepa's tokensLeft) over time, plus a time-interpolated series."""
+        ev = self.events
+        obs = ev["tokens_left"].where(ev["tokens_left"].notna(), ev["balance"])
+        df = pd.DataFrame({"time": ev["time"], "observed": obs, "task": ev["task"], "event": ev["event"]})
+        df = df.dropna(subset=["time", "observed"]).sort_values("time")
+        if df.empty:
+            return df.assign(interpolated=pd.Series(dtype="float64"))
+        s = df.groupby("time")["observed"].last()
+        grid = pd.date_range(s.index.min().floor(freq), s.index.max().ceil(freq), freq=freq)
+        interp = s.reindex(s.index.union(grid)).interpolate(method="time").reindex(grid)
+        out = pd.DataFrame({"time": grid, "interpolated": interp.to_numpy()})
+        return pd.concat([df, out], ignore_index=True).sort_values("time", kind="stable").reset_index(drop=True)
+
+    def waits(self) -> pd.DataFrame:
+        """One row per wait interval: task, start, end, target, how it ended."""
+        from .diagnose import wait_intervals
+
+        return wait_intervals(self.events)
+
+
+def _json_time_ms(ts) -> float:
+    try:
+        return pd.Timestamp(ts).value / 1e6 if ts else np.nan
+    except (ValueError, TypeError):
+        return np.nan
+
+
+def _json_events(lines: list[tuple[str, int, bytes]]):
+    rows = []
+    bad = []
+    for src, ln, raw in lines:
+        try:
+            d = json.loads(raw)
+            if not isinstance(d, dict) or "event" not in d:
+                raise ValueError
+        except ValueError:
+            bad.append((src, ln, raw))
+            continue
+        detail = {k: v for k, v in d.items() if k not in ("ts", "t", "event", "task", "balance", "target", "cost",
+                                                         "items", "wait_s")}
+        ev = d.get("event")
+        cost = d.get("cost")
+        rows.append({
+            "time": _json_time_ms(d.get("ts")),
+            "source": src, "line": ln, "process": None, "task": d.get("task"), "event": ev, "kind": "keepa_ops",
+            "balance": d.get("balance"), "target": d.get("target"), "wait": d.get("wait_s"),
+            "cost": cost, "consumed": cost if ev in ("spend", "429") else None,
+            "tokens_left": d.get("balance") if ev in ("spend", "429", "sync") else None,
+            "refill_rate": detail.get("refill_rate"), "items": d.get("items"), "threshold": None,
+            "detail": json.dumps(detail) if detail else None,
+        })
+    return rows, bad
+
+
+def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
+    """Parse log files/directories into a ``ParsedLog``. Never raises on content."""
+    sources = read_sources(paths)
+    parts, json_lines, skipped_rows, file_rows = [], [], [], []
+    stats = {"files": len(sources), "bytes": 0, "lines": 0, "events": 0, "other": 0, "continuation": 0,
+             "blank": 0, "skipped": 0, "json": 0, "truncated_files": 0, "partial_last_lines": 0}
+    for src in sources:
+        name = str(src.path)
+        stats["bytes"] += len(src.data)
+        stats["truncated_files"] += int(src.truncated)
+        if src.data and not src.data.endswith(b"\n"):
+            stats["partial_last_lines"] += 1
+        fstat = {"file": name, "stream": src.stream, "bytes": len(src.data), "lines": 0, "events": 0,
+                 "skipped": 0, "truncated": src.truncated}
+        for line0, arr in _lines(src.data):
+            n = len(arr)
+            fstat["lines"] += n
+            stripped = pc.binary_length(arr)
+            blank = pc.less_equal(stripped, 2) if n else pa.array([], pa.bool_())
+            blank = pc.and_(blank, pc.match_substring_regex(arr, r"^\s*$"))
+            first = pc.binary_slice(arr, 0, 1)
+            is_json = pc.equal(first, pa.scalar(b"{", pa.binary()))
+            prefix_ok = pc.match_substring_regex(arr, PREFIX_ANY)
+            kw = pc.and_(prefix_ok, pc.match_substring_regex(arr, KEYWORDS))
+            rest = pc.invert(pc.or_(pc.or_(prefix_ok, is_json), blank))
+            cont = pc.and_(rest, pc.match_substring_regex(arr, CONTINUATION))
+            bad = pc.and_(rest, pc.invert(cont))
+            n_kw = pc.sum(kw).as_py() or 0
+            n_json = pc.sum(is_json).as_py() or 0
+            n_bad = pc.sum(bad).as_py() or 0
+            stats["other"] += (pc.sum(prefix_ok).as_py() or 0) - n_kw
+            stats["continuation"] += pc.sum(cont).as_py() or 0
+            stats["blank"] += pc.sum(blank).as_py() or 0
+            stats["lines"] += n
+            if n_json:
+                idx = np.flatnonzero(is_json.to_numpy(zero_copy_only=False))
+                vals = arr.take(pa.array(idx)).to_pylist()
+                json_lines.extend((name, line0 + int(i), v) for i, v in zip(idx, vals))
+            if n_bad:
+                idx = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
+                stats["skipped"] += len(idx)
+                fstat["skipped"] += len(idx)
+                room = keep_skipped - len(skipped_rows)
+                if room > 0:
+                    for i, v in zip(idx[:room], arr.take(pa.array(idx[:room])).to_pylist()):
+                        skipped_rows.append((name, line0 + int(i), v[:300].decode("utf-8", "replace").rstrip("\r\n")))
+            if n_kw:
+                part, failed = _extract(arr, kw, name, src.stream, line0)
+                fstat["events"] += len(part["line"])
+                parts.append(part)
+                if len(failed):  # a token line cut short or reworded: skipped, kept aside
+                    stats["skipped"] += len(failed)
+                    fstat["skipped"] += len(failed)
+                    room = keep_skipped - len(skipped_rows)
+                    for i in failed[:max(0, room)]:
+                        v = arr[int(i)].as_py()
+                        skipped_rows.append((name, line0 + int(i), v[:300].decode("utf-8", "replace").rstrip("\r\n")))
+        file_rows.append(fstat)
+    if json_lines:
+        rows, bad = _json_events(json_lines)
+        stats["json"] = len(rows)
+        stats["skipped"] += len(bad)
+        for s, ln, raw in bad[:max(0, keep_skipped - len(skipped_rows))]:
+            skipped_rows.append((s, ln, raw[:300].decode("utf-8", "replace").rstrip("\r\n")))
+        if rows:
+            jd = pd.DataFrame(rows)
+            jd["stream"] = jd["source"]
+            parts.append({c: jd[c].to_numpy() if c in jd else np.full(len(jd), None) for c in COLUMNS})
+    events = _frame(parts)
+    stats["events"] = len(events)
+    skipped = pd.DataFrame(skipped_rows, columns=["source", "line", "text"])
+    return ParsedLog(events, stats, skipped, pd.DataFrame(file_rows))
+
+
+def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
+    """Capture prefix, task-logger and template fields for the token-story lines."""
+    idx_all = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+    sel = arr.take(pa.array(idx_all))
+    n = len(sel)
+    ts_ms = np.full(n, np.nan)
+    process = np.full(n, None, dtype=object)
+    logger = np.full(n, None, dtype=object)
+    msg_parts = [None] * n
+    first = pc.binary_slice(sel, 0, 1).to_numpy(zero_copy_only=False)
+    fmt_of = np.where(first == b"[", 0, np.where(np.isin(first, [bytes([c]) for c in b"0123456789"]), 1, 2))
+    msgs = pa.nulls(n, pa.binary())
+    msg_chunks = {}
+    for code, fmt in enumerate(("celery", "basic", "default")):
+        where = np.flatnonzero(fmt_of == code)
+        if not len(where):
+            continue
+        st = pc.extract_regex(sel.take(pa.array(where)), FORMATS[fmt])
+        if fmt != "default":
+            ts_ms[where] = _parse_times(st.field("ts"))
+        if fmt == "celery":
+            process[where] = _to_np(st.field("process"), False)
+        else:
+            logger[where] = _to_np(st.field("logger"), False)
+        msg_chunks[code] = (where, st.field("msg"))
+    order = np.concatenate([w for w, _ in msg_chunks.values()])
+    msgs = pa.concat_arrays([m for _, m in msg_chunks.values()])
+    inv = np.empty(n, np.int64)
+    inv[order] = np.arange(n)
+    msgs = msgs.take(pa.array(inv))
+    del msg_parts
+    # Celery's task-logger variant: "task_name[task_id]: message"
+    explicit = np.full(n, None, dtype=object)
+    tl = pc.match_substring_regex(msgs, r"^[\w.]+\[[\w\-]+\]: ").to_numpy(zero_copy_only=False)
+    if tl.any():
+        w = np.flatnonzero(tl)
+        st = pc.extract_regex(msgs.take(pa.array(w)), TASK_LOGGER)
+        explicit[w] = [short_task(t) for t in _to_np(st.field("tl_task"), False)]
+        rest = st.field("rest")
+        pieces = msgs.to_pylist()
+        for j, r in zip(w, rest.to_pylist()):
+            pieces[j] = r
+        msgs = pa.array(pieces, pa.binary())
+    out = {c: np.full(n, None, dtype=object) for c in COLUMNS}
+    for c in ("balance", "target", "wait", "cost", "consumed", "tokens_left", "refill_rate", "items", "threshold"):
+        out[c] = np.full(n, np.nan)
+    keys = pc.binary_slice(msgs, 0, 32).to_numpy(zero_copy_only=False)
+    uniq, inverse = np.unique(keys.astype(object), return_inverse=True)
+    tmpl_of_key = []
+    for k in uniq:
+        name = None
+        for prefix, tname, _ in TEMPLATES:
+            if k is not None and k.startswith(prefix.encode()):
+                name = tname
+                break
+        tmpl_of_key.append(name)
+    tmpl = np.asarray(tmpl_of_key, dtype=object)[inverse]
+    valid = np.zeros(n, bool)
+    for tname in set(t for t in tmpl_of_key if t):
+        w = np.flatnonzero(tmpl == tname)
+        rx = _TEMPLATE_BY_NAME[tname][1]
+        st = pc.extract_regex(msgs.take(pa.array(w)), rx)
+        ok = st.is_valid().to_numpy(zero_copy_only=False)
+        w, st = w[ok], st.filter(pa.array(ok))
+        if not len(w):
+            continue
+        names = {st.type.field(i).name for i in range(st.type.num_fields)}
+        g = {f: (_to_np(st.field(f), f not in _TEXT_FIELDS) if f in names else None) for f in _FIELDS + _TEXT_FIELDS}
+        g = {k: v for k, v in g.items() if v is not None}
+        if "wait2" in names:
+            w2 = _to_np(st.field("wait2"), True)
+            g["wait"] = np.where(np.isnan(g["wait"]), w2, g["wait"])
+        if "target2" in names:
+            t2 = _to_np(st.field("target2"), True)
+            g["target"] = np.where(np.isnan(g["target"]), t2, g["target"])
+        out["event"][w] = _event_of(tname, g)
+        out["kind"][w] = tname
+        for f in ("balance", "target", "wait", "cost", "consumed", "threshold", "items"):
+            if f in g:
+                out[f][w] = g[f]
+        if "left" in g:
+            out["tokens_left"][w] = g["left"]
+        if "rate" in g:
+            out["refill_rate"][w] = g["rate"]
+        if "task" in g:
+            explicit[w] = [short_task(t) for t in g["task"]]
+        details = {k: g[k] for k in ("page", "chunk", "limit", "secs", "scanned", "estimate", "reason", "iso", "tid")
+                   if k in g}
+        if details:
+            out["detail"][w] = [json.dumps({k: (None if (isinstance(v[i], float) and np.isnan(v[i])) else v[i])
+                                            for k, v in details.items()}) for i in range(len(w))]
+        valid[w] = True
+    if tmpl is not None and "token_status" in set(tmpl_of_key):
+        w = np.flatnonzero((tmpl == "token_status") & valid)
+        st = pc.extract_regex(msgs.take(pa.array(w)), rf"refillRate'?\"?\s*[:=]\s*(?P<rate>{N})")
+        out["refill_rate"][w] = _to_np(st.field("rate"), True)
+    mod_task = np.asarray([MODULE_TASKS.get(x) if x else None for x in logger], dtype=object)
+    explicit = np.where(pd.isna(explicit), mod_task, explicit)
+    keep = valid
+    failed = idx_all[~valid]
+    out["time"] = ts_ms
+    out["source"] = np.full(n, source, dtype=object)
+    out["line"] = (idx_all + line0).astype(np.int64)
+    out["stream"] = np.full(n, stream, dtype=object)
+    out["process"] = process
+    out["task"] = explicit
+    return {c: v[keep] for c, v in out.items()}, failed
+
+
+def _frame(parts: list[dict]) -> pd.DataFrame:
+    if not parts:
+        df = pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS})
+    else:
+        df = pd.DataFrame({c: np.concatenate([np.asarray(p[c], dtype=object) if c not in _NUMERIC
+                                              else np.asarray(p[c], dtype="float64") for p in parts])
+                           for c in COLUMNS})
+    df["time"] = pd.to_datetime(pd.to_numeric(df["time"], errors="coerce"), unit="ms").astype("datetime64[ms]")
+    for c in ("balance", "target", "wait", "cost", "consumed", "tokens_left", "refill_rate", "threshold"):
+        df[c] = df[c].astype("float64")
+    df["items"] = df["items"].astype("Float64").round().astype("Int64")
+    df["line"] = df["line"].astype("int64")
+    for c in ("source", "stream", "process", "task", "event", "kind", "detail"):
+        df[c] = df[c].astype("string")
+    df = df.sort_values(["stream", "source", "line"], kind="stable").reset_index(drop=True)
+    # Python's default format has no time: carry the neighbours' time within the stream.
+    df["time"] = df.groupby("stream")["time"].transform(lambda s: s.ffill().bfill())
+    df = _attribute(df)
+    return df.sort_values(["time", "stream", "line"], kind="stable").reset_index(drop=True)
+
+
+def _attribute(df: pd.DataFrame) -> pd.DataFrame:
+    """Give each line without a task the task its process is running (see module doc)."""
+    if df.empty:
+        return df
+    proc = df["process"].fillna("-")
+    key = df["stream"].fillna("") + "|" + proc
+    worker = ~proc.isin(["MainProcess"])
+    ev = df["event"]
+    starts = (ev == "run_start") & worker
+    ends = ((ev == "run_finish") & worker)
+    g = pd.DataFrame({"key": key, "s": starts.astype(int), "e": ends.astype(int)})
+    seg = g.groupby("key")["s"].cumsum() + g.groupby("key")["e"].cumsum() - g["e"]
+    explicit = df["task"].where(~(ev == "skip"))  # a skip names a task that is NOT running here
+    seg_task = explicit.groupby([key, seg]).transform("first")
+    df["task"] = df["task"].fillna(seg_task)
+    return df

@@ -1,0 +1,79 @@
+"""Log sources: files, directories, rotated sets and gzip, as raw bytes.
+
+Invariants: a rotated set (``x.log.3``, ``x.log.2.gz``, ``x.log.1``, ``x.log``) is one
+stream read oldest first; a truncated gzip yields what it could decompress and is
+marked ``truncated``; nothing here decodes text, so no encoding can make it fail.
+"""
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LogParseError
+
+_ROTATION = re.compile(r"^(?P<base>.+?)(?:\.(?P<n>\d+))?(?:\.gz)?$")
+
+
+@dataclass
+class Source:
+    stream: str      # the rotated set it belongs to (base name)
+    path: Path
+    data: bytes
+    truncated: bool  # a gzip that ended early
+
+
+def _read(path: Path) -> tuple[bytes, bool]:
+    raw = path.read_bytes()
+    if not raw.startswith(b"\x1f\x8b"):
+        return raw, False
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = []
+    try:
+        out.append(d.decompress(raw))
+        out.append(d.flush())
+    except zlib.error:
+        return b"".join(out), True
+    return b"".join(out), not d.eof
+
+
+def _utf8(data: bytes) -> bytes:
+    """UTF-16 logs (with a BOM) become UTF-8; everything else is left as bytes."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data.decode("utf-16", "replace").encode("utf-8")
+    if data[:3] == b"\xef\xbb\xbf":
+        return data[3:]
+    return data
+
+
+def expand(paths) -> list[Path]:
+    out = []
+    for p in paths if isinstance(paths, (list, tuple)) else [paths]:
+        p = Path(p)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise LogParseError(f"{p}: no such file or directory")
+    return out
+
+
+def read_sources(paths) -> list[Source]:
+    """Every file under ``paths``, rotated sets grouped and ordered oldest first."""
+    files = expand(paths)
+    groups: dict[str, list[tuple[int, Path]]] = {}
+    for f in files:
+        m = _ROTATION.match(f.name)
+        base, n = m.group("base"), int(m.group("n") or 0)
+        groups.setdefault(str(f.parent / base), []).append((n, f))
+    sources = []
+    for stream, members in groups.items():
+        for n, f in sorted(members, key=lambda x: -x[0]):
+            try:
+                data, truncated = _read(f)
+            except OSError as e:
+                raise LogParseError(f"{f}: cannot be read ({e.strerror})") from None
+            sources.append(Source(Path(stream).name, f, _utf8(data), truncated))
+    return sources

@@ -1,0 +1,143 @@
+"""Parsing production logs: formats, attribution, accounting, and never crashing."""
+import gzip
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keepa_ops.logparse import parse_logs
+
+SAMPLE = b"""[2026-02-04 10:00:00,000: INFO/MainProcess] Task keepa_deals.simple_task.update_recent_deals[6f1c-aa] received
+[2026-02-04 10:00:00,100: INFO/ForkPoolWorker-2] --- Task: update_recent_deals started (Version: 2.1) ---
+[2026-02-04 10:00:00,200: INFO/ForkPoolWorker-2] Successfully retrieved token status: {'tokensLeft': 24, 'refillRate': 5, 'refillIn': 3000}
+[2026-02-04 10:00:01,481: WARNING/ForkPoolWorker-2] Insufficient tokens (Current: 24.00, Target: 250). Waiting for 2712s.
+[2026-02-04 10:00:01,500: INFO/ForkPoolWorker-1] backfill_deals[99-zz]: Batch API call successful. Tokens consumed: 100. Tokens left: 80
+Traceback (most recent call last):
+  File "x.py", line 3, in <module>
+ValueError: boom
+\xff\xfe\x00garbage \x80\x81
+[2026-02-04 10:01:01,481: INFO/ForkPoolWorker-2] [Heartbeat] Waiting for tokens... Current: 29.00. Target: 250. Remaining: 2652s
+[2026-02-04 10:01:02,000: INFO/ForkPoolWorker-2] Task keepa_deals.simple_task.update_recent_deals[6f1c-aa] succeeded in 3.21s: None
+2026-02-05 10:15:02,481 - keepa_deals.token_manager - WARNING - Insufficient tokens (Current: 37.00, Target: 50). Waiting for 216s.
+2026-02-05 10:15:03,000 - WARNING - Insufficient tokens (Current: 24.00, Target: 250). Waiting...
+WARNING:keepa_deals.backfiller:Insufficient tokens (Current: 24.00, Target: 180). Wait 1872s > 60s. Exiting task.
+[2026-02-05 10:16:00,000: INFO/ForkPoolWorker-3] Something unrelated happened
+{"ts":"2026-02-05T10:17:00.000Z","t":1.0,"event":"grant","task":"backfill_deals","balance":180.0,"target":180.0,"cost":100.0,"items":5,"wait_s":1872.0}
+"""
+
+
+def accounted(stats):
+    return stats["events"] + stats["other"] + stats["continuation"] + stats["blank"] + stats["skipped"]
+
+
+def test_every_format_and_attribution(tmp_path):
+    (tmp_path / "w.log").write_bytes(SAMPLE)
+    p = parse_logs(tmp_path / "w.log")
+    ev = p.events
+    assert p.stats["lines"] == 16 == accounted(p.stats)
+    assert p.stats["continuation"] == 3 and p.stats["skipped"] == 1 and p.stats["other"] == 1
+    assert p.skipped["line"].tolist() == [9]
+    wait = ev[(ev["event"] == "wait") & (ev["target"] == 250)].iloc[0]
+    # the token manager line names no task: its worker process (ForkPoolWorker-2) runs update_recent_deals
+    assert wait["task"] == "update_recent_deals" and wait["balance"] == 24 and wait["wait"] == 2712
+    assert wait["process"] == "ForkPoolWorker-2" and wait["line"] == 4
+    assert str(wait["time"]) == "2026-02-04 10:00:01.481000"
+    spend = ev[ev["event"] == "spend"].iloc[0]
+    assert spend["task"] == "backfill_deals" and spend["consumed"] == 100 and spend["tokens_left"] == 80
+    assert ev[ev["event"] == "sync"].iloc[0]["refill_rate"] == 5
+    assert ev[ev["event"] == "heartbeat"].iloc[0]["task"] == "update_recent_deals"
+    basic = ev[ev["target"] == 50].iloc[0]
+    assert basic["balance"] == 37 and str(basic["time"]).startswith("2026-02-05 10:15:02.481")
+    abort = ev[ev["event"] == "abort"].iloc[0]
+    assert abort["task"] == "backfill_deals" and abort["target"] == 180   # from the logger's module
+    assert pd_isna(abort["process"]) and str(abort["time"]).startswith("2026-02-05 10:15:03")  # no time: carried
+    own = ev[ev["kind"] == "keepa_ops"].iloc[0]
+    assert own["event"] == "grant" and own["task"] == "backfill_deals" and own["wait"] == 1872
+    for col, kind in [("balance", "float64"), ("line", "int64"), ("items", "Int64")]:
+        assert str(ev[col].dtype) == kind
+    assert str(ev["time"].dtype).startswith("datetime64")
+
+
+def pd_isna(x):
+    import pandas as pd
+
+    return pd.isna(x)
+
+
+def test_rotated_gzip_and_directories(tmp_path):
+    lines = SAMPLE.splitlines(keepends=True)
+    d = tmp_path / "logs"
+    d.mkdir()
+    (d / "celery_worker.log.2.gz").write_bytes(gzip.compress(b"".join(lines[:5])))
+    (d / "celery_worker.log.1").write_bytes(b"".join(lines[5:11]))
+    (d / "celery_worker.log").write_bytes(b"".join(lines[11:]))
+    p = parse_logs(d)
+    assert p.stats["files"] == 3 and p.stats["lines"] == 16 == accounted(p.stats)
+    # one stream, oldest first: the heartbeat in .1 still belongs to the run started in .2.gz
+    hb = p.events[p.events["event"] == "heartbeat"].iloc[0]
+    assert hb["task"] == "update_recent_deals" and hb["stream"] == "celery_worker.log"
+    assert p.events["time"].is_monotonic_increasing
+
+
+def test_truncated_gzip_keeps_what_it_can(tmp_path):
+    blob = gzip.compress(SAMPLE * 50)
+    (tmp_path / "x.log.gz").write_bytes(blob[: len(blob) // 2])
+    p = parse_logs(tmp_path / "x.log.gz")
+    assert p.stats["truncated_files"] == 1
+    assert 0 < p.stats["events"] and p.stats["lines"] == accounted(p.stats)
+
+
+def test_utf16_log_is_read(tmp_path):
+    (tmp_path / "u.log").write_bytes(SAMPLE.decode("utf-8", "replace").encode("utf-16"))
+    p = parse_logs(tmp_path / "u.log")
+    assert (p.events["target"] == 250).any()
+
+
+def test_lines_cut_at_every_position_never_crash(tmp_path):
+    data = SAMPLE[:700]
+    f = tmp_path / "cut.log"
+    for k in range(0, len(data), 3):
+        f.write_bytes(data[:k])
+        p = parse_logs(f)
+        assert p.stats["lines"] == accounted(p.stats)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=3000), st.integers(0, 15))
+def test_random_bytes_never_crash(tmp_path, junk, cut):
+    f = tmp_path / "junk.log"
+    lines = SAMPLE.splitlines(keepends=True)
+    f.write_bytes(b"".join(lines[:cut]) + junk + b"".join(lines[cut:]))
+    p = parse_logs(f)
+    assert p.stats["lines"] == accounted(p.stats)
+    assert p.stats["events"] >= 1 or not lines[:cut]
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    from keepa_ops.errors import LogParseError
+
+    with pytest.raises(LogParseError, match="no such file"):
+        parse_logs(tmp_path / "nope.log")
+
+
+def test_timeline_and_waits(tmp_path):
+    (tmp_path / "w.log").write_bytes(SAMPLE)
+    p = parse_logs(tmp_path / "w.log")
+    tl = p.timeline()
+    assert tl["observed"].notna().sum() >= 5 and tl["interpolated"].notna().sum() > 10
+    w = p.waits()
+    up = w[w["task"] == "update_recent_deals"].iloc[0]
+    assert up["target"] == 250 and up["ended_by"] == "run_finish"
+
+
+def test_cli_parse_writes_parquet_and_reports(tmp_path, capsys):
+    import pandas as pd
+
+    from keepa_ops.cli import main
+
+    (tmp_path / "w.log").write_bytes(SAMPLE)
+    assert main(["parse", str(tmp_path / "w.log"), "--out", str(tmp_path / "e.parquet"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["skipped"] == 1
+    assert len(pd.read_parquet(tmp_path / "e.parquet")) == out["events"]
