@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +32,8 @@ from .logsource import read_sources
 LEVELS = "DEBUG|INFO|WARNING|ERROR|CRITICAL"
 TS = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
 N = r"-?\d+(?:\.\d+)?"
-CHUNK = 32 << 20
+CHUNK = 16 << 20
+THREADS = 2
 
 FORMATS = {
     "celery": rf"^\[(?P<ts>{TS}): (?P<level>[A-Z]+)/(?P<process>[\w.\-]+)\] (?P<msg>[^\r\n]*)",
@@ -106,6 +108,12 @@ _TEMPLATE_BY_NAME = {name: (prefix, rx) for prefix, name, rx in TEMPLATES}
 _FIELDS = ("balance", "target", "wait", "cost", "consumed", "left", "rate", "items", "threshold", "page",
            "chunk", "estimate", "limit", "secs", "scanned")
 _TEXT_FIELDS = ("task", "tid", "what", "reason", "iso")
+
+# Extra fields kept as JSON in ``detail``, for the few templates where they matter.
+DETAIL_FIELDS = {"backfill_resume": ("page", "chunk"), "backfill_saved": ("page", "chunk"),
+                 "insufficient_tokens": ("limit",), "task_paused": ("reason",), "stop_trigger": ("reason",),
+                 "watermark": ("iso",), "watermark_loaded": ("iso",), "ingest_complete": ("scanned",),
+                 "worker_lost": ("reason",)}
 
 # Legacy module -> task, for lines whose logger names their task's module.
 MODULE_TASKS = {"keepa_deals.simple_task": "update_recent_deals", "keepa_deals.backfiller": "backfill_deals",
@@ -275,49 +283,24 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
             stats["partial_last_lines"] += 1
         fstat = {"file": name, "stream": src.stream, "bytes": len(src.data), "lines": 0, "events": 0,
                  "skipped": 0, "truncated": src.truncated}
-        for line0, arr in _lines(src.data):
-            n = len(arr)
-            fstat["lines"] += n
-            stripped = pc.binary_length(arr)
-            blank = pc.less_equal(stripped, 2) if n else pa.array([], pa.bool_())
-            blank = pc.and_(blank, pc.match_substring_regex(arr, r"^\s*$"))
-            first = pc.binary_slice(arr, 0, 1)
-            is_json = pc.equal(first, pa.scalar(b"{", pa.binary()))
-            prefix_ok = pc.match_substring_regex(arr, PREFIX_ANY)
-            kw = pc.and_(prefix_ok, pc.match_substring_regex(arr, KEYWORDS))
-            rest = pc.invert(pc.or_(pc.or_(prefix_ok, is_json), blank))
-            cont = pc.and_(rest, pc.match_substring_regex(arr, CONTINUATION))
-            bad = pc.and_(rest, pc.invert(cont))
-            n_kw = pc.sum(kw).as_py() or 0
-            n_json = pc.sum(is_json).as_py() or 0
-            n_bad = pc.sum(bad).as_py() or 0
-            stats["other"] += (pc.sum(prefix_ok).as_py() or 0) - n_kw
-            stats["continuation"] += pc.sum(cont).as_py() or 0
-            stats["blank"] += pc.sum(blank).as_py() or 0
-            stats["lines"] += n
-            if n_json:
-                idx = np.flatnonzero(is_json.to_numpy(zero_copy_only=False))
-                vals = arr.take(pa.array(idx)).to_pylist()
-                json_lines.extend((name, line0 + int(i), v) for i, v in zip(idx, vals))
-            if n_bad:
-                idx = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
-                stats["skipped"] += len(idx)
-                fstat["skipped"] += len(idx)
-                room = keep_skipped - len(skipped_rows)
-                if room > 0:
-                    for i, v in zip(idx[:room], arr.take(pa.array(idx[:room])).to_pylist()):
-                        skipped_rows.append((name, line0 + int(i), v[:300].decode("utf-8", "replace").rstrip("\r\n")))
-            if n_kw:
-                part, failed = _extract(arr, kw, name, src.stream, line0)
-                fstat["events"] += len(part["line"])
-                parts.append(part)
-                if len(failed):  # a token line cut short or reworded: skipped, kept aside
-                    stats["skipped"] += len(failed)
-                    fstat["skipped"] += len(failed)
-                    room = keep_skipped - len(skipped_rows)
-                    for i in failed[:max(0, room)]:
-                        v = arr[int(i)].as_py()
-                        skipped_rows.append((name, line0 + int(i), v[:300].decode("utf-8", "replace").rstrip("\r\n")))
+        chunks = list(_lines(src.data))
+        with ThreadPoolExecutor(max_workers=THREADS) as pool:
+            results = list(pool.map(lambda c: _chunk(c[1], c[0], name, src.stream), chunks))
+        for (line0, arr), r in zip(chunks, results):
+            for k in ("lines", "other", "continuation", "blank"):
+                stats[k] += r[k]
+            fstat["lines"] += r["lines"]
+            json_lines.extend(r["json"])
+            bad = list(r["bad"]) + [int(i) for i in r["failed"]]
+            stats["skipped"] += len(bad)
+            fstat["skipped"] += len(bad)
+            room = keep_skipped - len(skipped_rows)
+            for i in sorted(bad)[:max(0, room)]:
+                v = arr[i].as_py()
+                skipped_rows.append((name, line0 + i, v[:300].decode("utf-8", "replace").rstrip("\r\n")))
+            if r["part"] is not None:
+                fstat["events"] += len(r["part"]["line"])
+                parts.append(r["part"])
         file_rows.append(fstat)
     if json_lines:
         rows, bad = _json_events(json_lines)
@@ -333,6 +316,30 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
     stats["events"] = len(events)
     skipped = pd.DataFrame(skipped_rows, columns=["source", "line", "text"])
     return ParsedLog(events, stats, skipped, pd.DataFrame(file_rows))
+
+
+def _chunk(arr: pa.Array, line0: int, name: str, stream: str) -> dict:
+    """Classify every line of one chunk; extract the token-story lines."""
+    n = len(arr)
+    blank = pc.and_(pc.less_equal(pc.binary_length(arr), 2), pc.match_substring_regex(
+        pc.binary_slice(arr, 0, 2), r"^\s*$"))
+    is_json = pc.equal(pc.binary_slice(arr, 0, 1), pa.scalar(b"{", pa.binary()))
+    prefix_ok = pc.match_substring_regex(arr, PREFIX_ANY)
+    kw = pc.and_(prefix_ok, pc.match_substring_regex(arr, KEYWORDS))
+    rest = pc.invert(pc.or_(pc.or_(prefix_ok, is_json), blank))
+    cont = pc.and_(rest, pc.match_substring_regex(arr, CONTINUATION))
+    bad = pc.and_(rest, pc.invert(cont))
+    n_kw = pc.sum(kw).as_py() or 0
+    out = {"lines": n, "other": (pc.sum(prefix_ok).as_py() or 0) - n_kw, "continuation": pc.sum(cont).as_py() or 0,
+           "blank": pc.sum(blank).as_py() or 0, "json": [], "bad": [], "failed": [], "part": None}
+    if pc.sum(is_json).as_py():
+        idx = np.flatnonzero(is_json.to_numpy(zero_copy_only=False))
+        out["json"] = [(name, line0 + int(i), v) for i, v in zip(idx, arr.take(pa.array(idx)).to_pylist())]
+    if pc.sum(bad).as_py():
+        out["bad"] = np.flatnonzero(bad.to_numpy(zero_copy_only=False)).tolist()
+    if n_kw:
+        out["part"], out["failed"] = _extract(arr, kw, name, stream, line0)
+    return out
 
 
 def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
@@ -381,8 +388,9 @@ def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
     out = {c: np.full(n, None, dtype=object) for c in COLUMNS}
     for c in ("balance", "target", "wait", "cost", "consumed", "tokens_left", "refill_rate", "items", "threshold"):
         out[c] = np.full(n, np.nan)
-    keys = pc.binary_slice(msgs, 0, 32).to_numpy(zero_copy_only=False)
-    uniq, inverse = np.unique(keys.astype(object), return_inverse=True)
+    enc = pc.dictionary_encode(pc.binary_slice(msgs, 0, 32))
+    uniq = enc.dictionary.to_pylist()
+    inverse = enc.indices.to_numpy(zero_copy_only=False)
     tmpl_of_key = []
     for k in uniq:
         name = None
@@ -421,11 +429,14 @@ def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
             out["refill_rate"][w] = g["rate"]
         if "task" in g:
             explicit[w] = [short_task(t) for t in g["task"]]
-        details = {k: g[k] for k in ("page", "chunk", "limit", "secs", "scanned", "estimate", "reason", "iso", "tid")
-                   if k in g}
+        details = {k: g[k] for k in DETAIL_FIELDS.get(tname, ()) if k in g}
         if details:
-            out["detail"][w] = [json.dumps({k: (None if (isinstance(v[i], float) and np.isnan(v[i])) else v[i])
-                                            for k, v in details.items()}) for i in range(len(w))]
+            present = np.zeros(len(w), bool)
+            for v in details.values():
+                present |= ~pd.isna(v)
+            for i in np.flatnonzero(present):
+                out["detail"][w[i]] = json.dumps({k: (v[i].item() if hasattr(v[i], "item") else v[i])
+                                                  for k, v in details.items() if not pd.isna(v[i])})
         valid[w] = True
     if tmpl is not None and "token_status" in set(tmpl_of_key):
         w = np.flatnonzero((tmpl == "token_status") & valid)
@@ -444,40 +455,57 @@ def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
     return {c: v[keep] for c, v in out.items()}, failed
 
 
+_CATEGORIES = ("source", "stream", "process", "task", "event", "kind")
+
+
 def _frame(parts: list[dict]) -> pd.DataFrame:
+    """Concatenate the extracted parts into the typed events DataFrame, in time order."""
     if not parts:
-        df = pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS})
-    else:
-        df = pd.DataFrame({c: np.concatenate([np.asarray(p[c], dtype=object) if c not in _NUMERIC
-                                              else np.asarray(p[c], dtype="float64") for p in parts])
-                           for c in COLUMNS})
-    df["time"] = pd.to_datetime(pd.to_numeric(df["time"], errors="coerce"), unit="ms").astype("datetime64[ms]")
-    for c in ("balance", "target", "wait", "cost", "consumed", "tokens_left", "refill_rate", "threshold"):
-        df[c] = df[c].astype("float64")
-    df["items"] = df["items"].astype("Float64").round().astype("Int64")
+        parts = [{c: np.array([], dtype="float64" if c in _NUMERIC else object) for c in COLUMNS}]
+    cols = {}
+    for c in COLUMNS:
+        if c in _NUMERIC:
+            cols[c] = np.concatenate([np.asarray(p[c], dtype="float64") for p in parts])
+        else:
+            cols[c] = np.concatenate([np.asarray(p[c], dtype=object) for p in parts])
+    df = pd.DataFrame({c: (pd.Categorical(v) if c in _CATEGORIES else v) for c, v in cols.items()})
+    df["time"] = pd.to_datetime(df["time"], unit="ms").astype("datetime64[ms]")
+    df["items"] = pd.array(np.where(np.isnan(cols["items"]), np.nan, np.round(cols["items"])), dtype="Float64") \
+        .astype("Int64")
     df["line"] = df["line"].astype("int64")
-    for c in ("source", "stream", "process", "task", "event", "kind", "detail"):
-        df[c] = df[c].astype("string")
-    df = df.sort_values(["stream", "source", "line"], kind="stable").reset_index(drop=True)
+    df["detail"] = df["detail"].astype("string")
+    # file order (parts arrive in file order; JSON lines last): order by (source, line) with integer keys
+    order = np.lexsort((df["line"].to_numpy(), df["source"].cat.codes.to_numpy()))
+    df = df.iloc[order].reset_index(drop=True)
     # Python's default format has no time: carry the neighbours' time within the stream.
-    df["time"] = df.groupby("stream")["time"].transform(lambda s: s.ffill().bfill())
+    if df["time"].isna().any():
+        df["time"] = df.groupby("stream", observed=True)["time"].transform(lambda s: s.ffill().bfill())
     df = _attribute(df)
-    return df.sort_values(["time", "stream", "line"], kind="stable").reset_index(drop=True)
+    t = df["time"].to_numpy().astype("datetime64[ms]").astype("int64")
+    order = np.lexsort((df["line"].to_numpy(), df["stream"].cat.codes.to_numpy(), t))
+    return df.iloc[order].reset_index(drop=True)
 
 
 def _attribute(df: pd.DataFrame) -> pd.DataFrame:
-    """Give each line without a task the task its process is running (see module doc)."""
+    """Give each line without a task the task its process is running (see module doc).
+
+    Within one (stream, process), a worker's start line opens a segment and its finish
+    line closes it; every line of a segment belongs to the task the segment names.
+    """
     if df.empty:
         return df
-    proc = df["process"].fillna("-")
-    key = df["stream"].fillna("") + "|" + proc
-    worker = ~proc.isin(["MainProcess"])
+    proc = df["process"].cat.add_categories(["-"]).fillna("-") if "-" not in df["process"].cat.categories \
+        else df["process"].fillna("-")
     ev = df["event"]
-    starts = (ev == "run_start") & worker
-    ends = ((ev == "run_finish") & worker)
-    g = pd.DataFrame({"key": key, "s": starts.astype(int), "e": ends.astype(int)})
-    seg = g.groupby("key")["s"].cumsum() + g.groupby("key")["e"].cumsum() - g["e"]
-    explicit = df["task"].where(~(ev == "skip"))  # a skip names a task that is NOT running here
-    seg_task = explicit.groupby([key, seg]).transform("first")
-    df["task"] = df["task"].fillna(seg_task)
+    worker = (proc != "MainProcess").to_numpy()
+    starts = ((ev == "run_start").to_numpy() & worker).astype(np.int64)
+    ends = ((ev == "run_finish").to_numpy() & worker).astype(np.int64)
+    keys = [df["stream"].cat.codes.to_numpy(), proc.cat.codes.to_numpy()]
+    g = pd.DataFrame({"a": keys[0], "b": keys[1], "s": starts, "e": ends})
+    grp = g.groupby(["a", "b"], sort=False)
+    seg = grp["s"].cumsum().to_numpy() + grp["e"].cumsum().to_numpy() - ends
+    explicit = df["task"].astype(object).where((ev != "skip").to_numpy(), None)
+    seg_task = pd.Series(explicit).groupby([keys[0], keys[1], seg], sort=False).transform("first")
+    task = df["task"].astype(object).where(df["task"].notna(), seg_task)
+    df["task"] = pd.Categorical(task)
     return df
