@@ -166,6 +166,32 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .sweep import recommend, sweep, write_fixed_schedule
+
+    df = sweep(args.config, args.grid, hours=args.hours, workers=args.workers,
+               progress=None if args.quiet else sys.stderr)
+    if args.out:
+        df.to_parquet(args.out, index=False) if args.out.endswith(".parquet") else df.to_csv(args.out, index=False)
+    valid = df[df["valid"]]
+    starved = valid[valid["starved"]]
+    print(f"{len(df)} configs, {len(valid)} valid, {len(starved)} starve a task, "
+          f"{int(df['pareto'].sum())} on the Pareto front" + (f"; table in {args.out}" if args.out else ""))
+    for pol, g in valid.groupby("policy"):
+        print(f"  {pol:10} {int(g['starved'].sum())}/{len(g)} starve")
+    rec = recommend(df, args.config)
+    row = rec["row"]
+    print(f"recommended #{rec['config_id']}: {rec['overrides']}")
+    print(f"  rule: {rec['rule']}")
+    print(f"  steady-state live p95 {_fmt_s(row['steady_p95_s'])}, backfill {row['backfill_per_day']:.0f} deals/day; "
+          f"the refill allows {rec['bound'].get('backfill_bound_per_day', float('nan')):.0f}/day after live demand "
+          f"({100 * (rec['backfill_share_of_bound'] or 0):.1f}%)")
+    if args.recommend:
+        write_fixed_schedule(rec, args.recommend)
+        print(f"  fixed schedule written to {args.recommend} (keepa-ops run --config {args.recommend})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="keepa-ops", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True)
@@ -208,6 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--hours", type=float, help="simulated hours (default: the log's span, at least 24)")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_replay)
+
+    sw = sub.add_parser("sweep", help="simulate a grid of configs and recommend the fixed schedule")
+    sw.add_argument("--config", required=True, help="base YAML config")
+    sw.add_argument("--grid", required=True, help="YAML: dotted config keys -> lists of values")
+    sw.add_argument("--hours", type=float, default=168.0, help="simulated hours per config (default 168)")
+    sw.add_argument("--out", help="write the table (.parquet or .csv)")
+    sw.add_argument("--recommend", metavar="FIXED_YAML", help="write the recommended config here")
+    sw.add_argument("--workers", type=int, help="processes (default: all cores)")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.set_defaults(func=cmd_sweep)
 
     f = sub.add_parser("fake-keepa", help="serve the fake Keepa API on 127.0.0.1")
     f.add_argument("--port", type=int, default=0, help="port (default: any free port)")

@@ -1,0 +1,233 @@
+"""Sweep a grid of configs in virtual time and recommend the fixed schedule.
+
+A grid file maps dotted config keys to lists of values; the grid is their product::
+
+    tasks.update_recent_deals.batch_size: [1, 2, 5, 10]
+    policy: [threshold, priority]
+
+Invariants:
+* every grid point gets a row, in grid order; a point the config rules reject (an
+  unreachable target, say) is a row with ``valid = False`` and the error, not a gap;
+* rows depend only on (base, grid, hours): the same on one core or many.
+
+Freshness is reported over all live deals (``fresh_*``, which includes the deals
+pending at the start) and in steady state (``steady_*``: deals that arrived in the
+second half of the horizon, after any initial catch-up).
+
+The recommendation rule: among valid, starvation-free configs whose steady-state
+p95 freshness is within ``freshness_target`` (default: the starvation bound), take
+the one with the most backfill per day; ties go to the lower steady p95, then fewer
+tokens wasted at the cap, then grid order. If none meets the freshness target, take
+the starvation-free config with the lowest steady p95.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .config import PAGE_SIZE, Config, load_config, parse_config
+from .errors import ConfigError, KeepaOpsError
+from .simulate import simulate
+
+
+def load_grid(source) -> dict[str, list]:
+    """A grid from a YAML path, a YAML string or a mapping; every value a non-empty list."""
+    if isinstance(source, dict):
+        grid = source
+    else:
+        p = Path(str(source))
+        text = p.read_text() if p.exists() else str(source)
+        grid = yaml.safe_load(text)
+    if not isinstance(grid, dict) or not grid:
+        raise ConfigError("grid", "expected a mapping of dotted config keys to lists of values.",
+                          "e.g. `tasks.update_recent_deals.batch_size: [1, 2, 5, 10]`.")
+    out = {}
+    for k, v in grid.items():
+        vals = v if isinstance(v, list) else [v]
+        if not vals:
+            raise ConfigError(f"grid.{k}", "has no values.", "give at least one value.")
+        out[str(k)] = vals
+    return out
+
+
+def _points(grid: dict[str, list]) -> list[dict]:
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def _check_keys(base: Config, grid: dict) -> None:
+    """A grid key must name something a config can hold (else every row would fail alike)."""
+    for key in grid:
+        try:
+            base.with_overrides({key: grid[key][0]})
+        except ConfigError as e:
+            if "unknown key" in str(e):
+                raise ConfigError(f"grid.{key}", f"is not a config key ({e.field}: {e.problem}).", e.fix) from None
+
+
+def physical_bound(cfg: Config, hours: float) -> dict:
+    """Deals/day the refill allows: all deals, and backfill deals left after live demand."""
+    rate = cfg.refill_per_minute
+    up, bf = cfg.task("upserter"), cfg.task("backfiller")
+    available = min(cfg.start_tokens, cfg.capacity) + rate * 60 * hours
+    live_tokens = 0.0
+    if up is not None:
+        w = cfg.workload
+        n_live = w.pending_new_deals + (len(w.arrivals or ()) if w.arrivals is not None
+                                        else w.new_deals_per_hour * hours)
+        period = getattr(up.schedule, "period", 60.0)
+        runs = hours * 3600 / period if up.page_cost else 0
+        live_tokens = n_live * up.cost_per_item + runs * up.page_cost
+    out = {"refill_per_day": rate * 1440, "live_tokens": live_tokens, "available_tokens": available}
+    if bf is not None:
+        per_deal = bf.cost_per_item + bf.page_cost / PAGE_SIZE
+        out["all_deals_per_day"] = rate * 1440 / per_deal
+        out["backfill_bound_per_day"] = max(0.0, available - live_tokens) / per_deal / (hours / 24)
+    return out
+
+
+def _run_point(args):
+    i, raw, overrides, hours = args
+    row = {"config_id": i, **{f"set:{k}": (v if not isinstance(v, (list, dict)) else str(v))
+                              for k, v in overrides.items()}}
+    try:
+        cfg = parse_config(raw).with_overrides(overrides)
+    except ConfigError as e:
+        return {**row, "valid": False, "error": str(e)}
+    result = simulate(cfg, hours)
+    s = result.summary()
+    f = s["freshness"]
+    steady = result.freshness(since=hours * 3600 / 2)
+    row.update({"valid": True, "error": None, "policy": cfg.policy,
+                "fresh_p50_s": f["p50_s"], "fresh_p95_s": f["p95_s"], "fresh_max_s": f["max_s"],
+                "steady_p50_s": steady["p50_s"], "steady_p95_s": steady["p95_s"],
+                "live_unserved": f["unserved"], "backfill_per_day": s["backfill_per_day"] or 0.0,
+                "tokens_wasted_at_cap": s["tokens_wasted_at_cap"], "tokens_spent": s["tokens_spent"],
+                "starved": bool(s["starved"]), "starved_tasks": ",".join(s["starved"])})
+    for name, t in s["tasks"].items():
+        row[f"max_wait_s:{name}"] = t["max_no_progress_s"]
+    return row
+
+
+class _Progress:
+    def __init__(self, total, out=sys.stderr, every=0.5):
+        self.total, self.out, self.every, self.done, self.last, self.t0 = total, out, every, 0, 0.0, time.monotonic()
+
+    def step(self, n=1):
+        self.done += n
+        now = time.monotonic()
+        if self.out is not None and (now - self.last >= self.every or self.done == self.total):
+            self.last = now
+            rate = self.done / max(now - self.t0, 1e-9)
+            width = 30
+            filled = int(width * self.done / max(self.total, 1))
+            self.out.write(f"\r[sweep] [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                           f"configs, {rate:.1f}/s")
+            if self.done == self.total:
+                self.out.write("\n")
+            self.out.flush()
+
+
+def sweep(base, grid, hours: float = 168.0, workers: int | None = None, progress=sys.stderr) -> pd.DataFrame:
+    """Simulate every grid point; one row each, in grid order, Pareto front marked."""
+    base = load_config(base)
+    grid = load_grid(grid)
+    _check_keys(base, grid)
+    points = _points(grid)
+    jobs = [(i, base.raw, p, hours) for i, p in enumerate(points)]
+    workers = workers or os.cpu_count() or 1
+    bar = _Progress(len(jobs), progress)
+    rows = []
+    if workers <= 1:
+        for j in jobs:
+            rows.append(_run_point(j))
+            bar.step()
+    else:
+        chunk = max(1, min(16, len(jobs) // (workers * 8) or 1))
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for r in pool.map(_run_point, jobs, chunksize=chunk):
+                rows.append(r)
+                bar.step()
+    df = pd.DataFrame(rows).sort_values("config_id").reset_index(drop=True)
+    if "valid" in df and df["valid"].any():
+        df["pareto"] = pareto_front(df)
+    else:
+        df["pareto"] = False
+    df.attrs["hours"] = hours
+    return df
+
+
+def pareto_front(df: pd.DataFrame) -> pd.Series:
+    """Starvation-free configs that no other beats on both steady p95 and backfill per day."""
+    ok = df["valid"].fillna(False).astype(bool) & ~df["starved"].fillna(True).astype(bool)
+    cand = df[ok]
+    out = pd.Series(False, index=df.index)
+    if cand.empty:
+        return out
+    fresh = cand["steady_p95_s"].fillna(math.inf).to_numpy()
+    back = cand["backfill_per_day"].fillna(0).to_numpy()
+    front = []
+    for i in range(len(cand)):
+        dominated = ((fresh <= fresh[i]) & (back >= back[i]) & ((fresh < fresh[i]) | (back > back[i]))).any()
+        front.append(not dominated)
+    out[cand.index] = front
+    return out
+
+
+def recommend(df: pd.DataFrame, base, freshness_target: float | None = None) -> dict:
+    """Pick one config by the module's rule; return its overrides, row and the physical bound."""
+    base = load_config(base)
+    target = freshness_target if freshness_target is not None else base.starvation_bound
+    ok = df[df["valid"].fillna(False).astype(bool) & ~df["starved"].fillna(True).astype(bool)]
+    if ok.empty:
+        raise KeepaOpsError("no starvation-free config in the grid. Fix: add policy: [priority] to the grid, "
+                            "or smaller batch sizes.")
+    fresh = ok[ok["steady_p95_s"].fillna(math.inf) <= target]
+    if len(fresh):
+        pick = fresh.sort_values(["backfill_per_day", "steady_p95_s", "tokens_wasted_at_cap", "config_id"],
+                                 ascending=[False, True, True, True]).iloc[0]
+        rule = (f"most backfill per day among starvation-free configs with steady-state live p95 "
+                f"<= {target / 3600:g} h")
+    else:
+        pick = ok.sort_values(["steady_p95_s", "config_id"]).iloc[0]
+        rule = "no config met the freshness target: the starvation-free config with the lowest steady-state p95"
+    overrides = {k[4:]: _plain(pick[k]) for k in df.columns if k.startswith("set:")}
+    cfg = base.with_overrides(overrides)
+    hours = df.attrs.get("hours", 168.0)
+    bound = physical_bound(cfg, hours)
+    got = float(pick["backfill_per_day"])
+    b = bound.get("backfill_bound_per_day")
+    return {"rule": rule, "config_id": int(pick["config_id"]), "overrides": overrides, "config": cfg,
+            "row": pick.to_dict(), "bound": bound,
+            "backfill_share_of_bound": (got / b) if b else None}
+
+
+def _plain(v):
+    if hasattr(v, "item"):
+        return v.item()
+    return v
+
+
+def write_fixed_schedule(rec: dict, path) -> Path:
+    """Write the recommended config as YAML that ``keepa-ops run`` takes unchanged."""
+    cfg: Config = rec["config"]
+    raw = cfg.to_dict()
+    path = Path(path)
+    header = (f"# The fixed schedule, recommended by keepa-ops sweep (config #{rec['config_id']}).\n"
+              f"# Rule: {rec['rule']}.\n"
+              f"# Predicted: steady-state live p95 {rec['row']['steady_p95_s'] / 60:.1f} min, backfill "
+              f"{rec['row']['backfill_per_day']:.0f} deals/day"
+              + (f" ({100 * rec['backfill_share_of_bound']:.1f}% of the "
+                 f"{rec['bound']['backfill_bound_per_day']:.0f}/day the refill leaves after live demand)"
+                 if rec.get("backfill_share_of_bound") else "") + ".\n")
+    path.write_text(header + yaml.safe_dump(raw, sort_keys=False))
+    load_config(path)  # it must load back as it is
+    return path
