@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
 .PHONY: run test lab bench clean
 
@@ -12,13 +13,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[notebooks,test]'
 	touch $(STAMP)
 
+# The main job on the embedded defaults: diagnose the sample incident, sweep, run the fixed schedule.
 run: $(STAMP)
-	$(BIN)/keepa-ops simulate data/seed_incident.yaml --hours 24
-	$(BIN)/keepa-ops simulate data/seed_incident_priority.yaml --hours 168
-	$(BIN)/keepa-ops run --config data/live_priority.yaml --db runs/deals.sqlite --duration 6h --speed 720
+	$(BIN)/keepa-ops pipeline --config data/seed_incident.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(NBVAL) tests notebooks
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

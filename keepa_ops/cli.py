@@ -192,6 +192,19 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_pipeline(args) -> int:
+    from .pipeline import run_pipeline
+
+    run = run_pipeline(logs=args.logs, out=args.out, config=args.config, grid=args.grid, hours=args.hours,
+                       duration=args.duration, speed=args.speed, keepa_url=args.keepa_url,
+                       log=lambda m: print(m, file=sys.stderr))
+    print(f"pipeline {run.outcome}: reports in {run.out}/")
+    for s in run.steps:
+        print(f"  {s['html']}")
+    print(f"  index of past runs: {run.out.parent / 'index.html'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="keepa-ops", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True)
@@ -244,6 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--workers", type=int, help="processes (default: all cores)")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.set_defaults(func=cmd_sweep)
+
+    pl = sub.add_parser("pipeline", help="run the notebooks 01-04 with papermill and keep HTML reports")
+    pl.add_argument("--logs", nargs="+", help="production logs (default: data/sample_logs)")
+    pl.add_argument("--out", help="run folder (default: runs/<UTC timestamp>)")
+    pl.add_argument("--config", help="base config for the sweep (default: the one rebuilt from the logs)")
+    pl.add_argument("--grid", help="sweep grid (default: data/pipeline_grid.yaml)")
+    pl.add_argument("--hours", type=float, default=168.0, help="simulated hours per swept config")
+    pl.add_argument("--duration", default="3h", help="Keepa time to run the fixed schedule for")
+    pl.add_argument("--speed", type=float, default=720.0, help="clock speed-up for the run (fake Keepa only)")
+    pl.add_argument("--keepa-url", help="run against this Keepa (needs KEEPA_API_KEY); default: embedded fake")
+    pl.set_defaults(func=cmd_pipeline)
 
     f = sub.add_parser("fake-keepa", help="serve the fake Keepa API on 127.0.0.1")
     f.add_argument("--port", type=int, default=0, help="port (default: any free port)")

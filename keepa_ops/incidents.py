@@ -6,6 +6,9 @@ legacy Celery worker log. The expected verdict is the simulator's truth, stated 
 from __future__ import annotations
 
 import copy
+import gzip
+import random
+from pathlib import Path
 
 from .config import parse_config
 from .legacy_log import write_legacy_log
@@ -50,3 +53,36 @@ def make_incident_log(name: str, path, **kw):
     result = simulate(parse_config(raw, strict=False), hours)
     write_legacy_log(result, path, **kw)
     return result
+
+
+def write_sample_logs(directory, name: str = "seed_before_fix") -> list[Path]:
+    """A realistic production log of an incident: a rotated, partly gzipped Celery worker log
+    with the pipeline's everyday noise (HTTP lines, a traceback) among the token lines."""
+    from .legacy_log import LegacyLogWriter
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    raw, hours = INCIDENTS[name][0], INCIDENTS[name][1]
+    result = simulate(parse_config(raw, strict=False), hours)
+    lines = LegacyLogWriter(result).lines()
+    rng = random.Random(20260204)
+    out = []
+    for line in lines:
+        out.append(line)
+        if rng.random() < 0.15 and line.startswith("["):
+            ts = line[1:24]
+            out.append(f"[{ts}: INFO/MainProcess] HTTP Request: GET https://api.keepa.com/product?domain=1"
+                       f"&asin=B0{rng.getrandbits(32):08X} \"HTTP/1.1 200 OK\"")
+        if rng.random() < 0.002 and line.startswith("["):
+            ts = line[1:24]
+            out += [f"[{ts}: ERROR/MainProcess] Error in timer: ConnectionResetError(104, 'Connection reset by peer')",
+                    "Traceback (most recent call last):",
+                    '  File "/usr/lib/python3/dist-packages/kombu/asynchronous/hub.py", line 373, in create_loop',
+                    "    cb(*cbargs)",
+                    "ConnectionResetError: [Errno 104] Connection reset by peer"]
+    cut = int(len(out) * 0.6)
+    old, new = directory / "celery_worker.log.1.gz", directory / "celery_worker.log"
+    with gzip.open(old, "wt") as f:
+        f.write("\n".join(out[:cut]) + "\n")
+    new.write_text("\n".join(out[cut:]) + "\n")
+    return [old, new]

@@ -50,23 +50,23 @@ class LegacyLogWriter:
             out.append((t, seq, f"[{_ts(start, t)}: {level}/{proc}] {msg}"))
 
         last_t, last_b = 0.0, float(cfg.start_tokens)
-        waiting: dict[str, tuple[float, float]] = {}   # task -> (since, target)
+        waiting: dict[str, list] = {}   # task -> [since, target, next heartbeat]
         run_no: dict[str, int] = {}
         run_started: dict[str, float] = {}
         rows = self.result.events.rows
         for i, (t, ev, task, bal, target, cost, items, wait_s, detail) in enumerate(rows):
             # heartbeats for open waits, up to this event (the balance only refills in between)
             if waiting and self.heartbeat_s:
-                for name, (since, tgt) in list(waiting.items()):
-                    k = int((last_t - since) // self.heartbeat_s) + 1
-                    h = since + k * self.heartbeat_s
-                    while h < t:
+                for name, w in waiting.items():
+                    since, tgt, h = w
+                    while h < t or (h == t and ev != "heartbeat"):
                         b = min(cap, last_b + rate * (h - last_t) / 60.0) if h >= last_t else last_b
                         remaining = max(0.0, (tgt - b) * 60.0 / rate)
                         put(h, "INFO", self.worker[name],
                             f"[Heartbeat] Waiting for tokens... Current: {b:.2f}. Target: {tgt:g}. "
                             f"Remaining: {remaining:.0f}s")
                         h += self.heartbeat_s
+                    w[2] = h
             if bal is not None:
                 last_t, last_b = t, bal
             proc = self.worker.get(task, "MainProcess")
@@ -87,7 +87,7 @@ class LegacyLogWriter:
                 put(t, "WARNING", proc, f"Zero or negative tokens. Have: {bal:.2f}. Waiting for {wait_s:.0f} "
                                         f"seconds to ensure a positive balance.")
             elif ev == "wait":
-                waiting[task] = (t, target)
+                waiting[task] = [t, target, t + self.heartbeat_s]
                 put(t, "WARNING", proc, f"Insufficient tokens (Current: {bal:.2f}, Target: {target:g}). "
                                         f"Waiting for {wait_s:.0f}s.")
             elif ev == "grant":

@@ -211,6 +211,17 @@ class ParsedLog:
     skipped: pd.DataFrame
     files: pd.DataFrame = field(default=None)
 
+    def read_table(self):
+        """What was read, per file and in total: lines, token events, skipped."""
+        import os
+
+        t = self.files.assign(file=self.files["file"].map(os.path.basename))[
+            ["file", "bytes", "lines", "events", "skipped", "truncated"]]
+        total = {"file": "total", "bytes": int(t["bytes"].sum()), "lines": self.stats["lines"],
+                 "events": self.stats["events"], "skipped": self.stats["skipped"],
+                 "truncated": bool(t["truncated"].any())}
+        return pd.concat([t, pd.DataFrame([total])], ignore_index=True)
+
     def task_names(self) -> list[str]:
         return sorted(t for t in self.events["task"].dropna().unique())
 
@@ -275,7 +286,7 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
     parts, json_lines, skipped_rows, file_rows = [], [], [], []
     stats = {"files": len(sources), "bytes": 0, "lines": 0, "events": 0, "other": 0, "continuation": 0,
              "blank": 0, "skipped": 0, "json": 0, "truncated_files": 0, "partial_last_lines": 0}
-    for src in sources:
+    for file_no, src in enumerate(sources):
         name = str(src.path)
         stats["bytes"] += len(src.data)
         stats["truncated_files"] += int(src.truncated)
@@ -300,6 +311,7 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
                 skipped_rows.append((name, line0 + i, v[:300].decode("utf-8", "replace").rstrip("\r\n")))
             if r["part"] is not None:
                 fstat["events"] += len(r["part"]["line"])
+                r["part"]["_file"] = np.full(len(r["part"]["line"]), file_no, dtype="float64")
                 parts.append(r["part"])
         file_rows.append(fstat)
     if json_lines:
@@ -311,7 +323,10 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
         if rows:
             jd = pd.DataFrame(rows)
             jd["stream"] = jd["source"]
-            parts.append({c: jd[c].to_numpy() if c in jd else np.full(len(jd), None) for c in COLUMNS})
+            order = {str(src.path): i for i, src in enumerate(sources)}
+            part = {c: jd[c].to_numpy() if c in jd else np.full(len(jd), None) for c in COLUMNS}
+            part["_file"] = jd["source"].map(order).to_numpy(dtype="float64")
+            parts.append(part)
     events = _frame(parts)
     stats["events"] = len(events)
     skipped = pd.DataFrame(skipped_rows, columns=["source", "line", "text"])
@@ -461,8 +476,8 @@ _CATEGORIES = ("source", "stream", "process", "task", "event", "kind")
 def _frame(parts: list[dict]) -> pd.DataFrame:
     """Concatenate the extracted parts into the typed events DataFrame, in time order."""
     if not parts:
-        parts = [{c: np.array([], dtype="float64" if c in _NUMERIC else object) for c in COLUMNS}]
-    cols = {}
+        parts = [{c: np.array([], dtype="float64" if c in _NUMERIC else object) for c in COLUMNS + ["_file"]}]
+    cols = {"_file": np.concatenate([np.asarray(p["_file"], dtype="float64") for p in parts])}
     for c in COLUMNS:
         if c in _NUMERIC:
             cols[c] = np.concatenate([np.asarray(p[c], dtype="float64") for p in parts])
@@ -474,8 +489,8 @@ def _frame(parts: list[dict]) -> pd.DataFrame:
         .astype("Int64")
     df["line"] = df["line"].astype("int64")
     df["detail"] = df["detail"].astype("string")
-    # file order (parts arrive in file order; JSON lines last): order by (source, line) with integer keys
-    order = np.lexsort((df["line"].to_numpy(), df["source"].cat.codes.to_numpy()))
+    # read order: a rotated set oldest file first, then line; JSON lines slot into their file
+    order = np.lexsort((df["line"].to_numpy(), df.pop("_file").to_numpy()))
     df = df.iloc[order].reset_index(drop=True)
     # Python's default format has no time: carry the neighbours' time within the stream.
     if df["time"].isna().any():

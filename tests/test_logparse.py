@@ -80,6 +80,21 @@ def test_rotated_gzip_and_directories(tmp_path):
     assert p.events["time"].is_monotonic_increasing
 
 
+def test_rotated_set_is_read_oldest_first_for_attribution(tmp_path):
+    start = (b"[2026-02-04 10:00:00,100: INFO/ForkPoolWorker-2] --- Task: update_recent_deals started (Version: 2.1) ---\n"
+             b"[2026-02-04 10:00:01,481: WARNING/ForkPoolWorker-2] Insufficient tokens (Current: 24.00, Target: 250). "
+             b"Waiting for 2712s.\n")
+    beat = (b"[2026-02-04 %s: INFO/ForkPoolWorker-2] [Heartbeat] Waiting for tokens... Current: 29.00. "
+            b"Target: 250. Remaining: 2652s\n")
+    (tmp_path / "celery_worker.log.1.gz").write_bytes(gzip.compress(start + beat % b"10:01:01,481"))
+    (tmp_path / "celery_worker.log").write_bytes(beat % b"23:01:01,481")
+    p = parse_logs(tmp_path)
+    hb = p.events[p.events["event"] == "heartbeat"]
+    assert hb["task"].tolist() == ["update_recent_deals"] * 2   # the newest file's lines still know their task
+    w = p.waits()
+    assert w.iloc[0]["duration_s"] == pytest.approx(13 * 3600 + 60, abs=1)
+
+
 def test_truncated_gzip_keeps_what_it_can(tmp_path):
     blob = gzip.compress(SAMPLE * 50)
     (tmp_path / "x.log.gz").write_bytes(blob[: len(blob) // 2])

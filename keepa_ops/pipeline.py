@@ -1,0 +1,146 @@
+"""The notebook pipeline: 01 parse -> 02 diagnose -> 03 sweep -> 04 run, with papermill.
+
+Invariants:
+* each step runs in its own ``output_dir`` under the run folder and gets the files the
+  previous step wrote (events.parquet -> diagnosis -> fixed_schedule.yaml -> run);
+* every executed notebook is kept, with a self-contained HTML report beside it
+  (plotly.js inline, no CDN: it reads offline);
+* a failing step stops the pipeline with papermill's error and the executed
+  notebook's path; the run is still recorded in ``runs/index.json`` with its outcome.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import KeepaOpsError
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+STEPS = ("01_parse_logs", "02_diagnose_starvation", "03_sweep", "04_run_schedule")
+RENDERER = "plotly_mimetype+notebook"  # plotly.js inline in the first figure's output: offline HTML
+_CDN_TRAITS = ("require_js_url", "mathjax_url", "jquery_url", "mermaid_js_url", "mermaid_layout_elk_js_url",
+               "widget_renderer_url", "jupyter_widgets_base_url")
+
+
+class PipelineError(KeepaOpsError):
+    """A step failed: the message has papermill's error and the executed notebook's path."""
+
+    def __init__(self, step: str, error: str, notebook: Path):
+        self.step, self.error, self.notebook = step, error, notebook
+        super().__init__(f"step {step} failed: {error}. Executed notebook: {notebook}")
+
+
+@dataclass
+class PipelineRun:
+    out: Path
+    steps: list = field(default_factory=list)
+    outcome: str = "running"
+
+    def summary(self) -> dict:
+        return {"run": self.out.name, "out": str(self.out), "outcome": self.outcome, "steps": self.steps}
+
+
+def html_report(notebook: Path, html: Path) -> Path:
+    """A self-contained HTML page of an executed notebook: no script or style from a CDN."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab", **{t: "" for t in _CDN_TRAITS})
+    body, _ = exporter.from_filename(str(notebook))
+    if re.search(r'<(?:script|link)[^>]+(?:src|href)="https?://', body):
+        raise KeepaOpsError(f"{html.name} would load a script or style from the network")
+    html.write_text(body)
+    return html
+
+
+def _record(runs_dir: Path, run: PipelineRun) -> Path:
+    index = runs_dir / "index.json"
+    entries = json.loads(index.read_text()) if index.exists() else []
+    entries = [e for e in entries if e.get("run") != run.out.name] + [run.summary()]
+    index.write_text(json.dumps(entries, indent=1))
+    rows = "\n".join(
+        f"<tr><td>{e['run']}</td><td class='{e['outcome']}'>{e['outcome']}</td><td>"
+        + " ".join(f"<a href='{e['run']}/{s['step']}.html'>{s['step']}</a>" for s in e["steps"] if s.get("html"))
+        + "</td></tr>" for e in reversed(entries))
+    (runs_dir / "index.html").write_text(
+        "<!doctype html><meta charset='utf-8'><title>keepa-ops runs</title>"
+        "<style>body{font-family:sans-serif}td{padding:4px 10px}.failed{color:#c00}.ok{color:#080}</style>"
+        f"<h1>keepa-ops pipeline runs</h1><table><tr><th>run</th><th>outcome</th><th>reports</th></tr>{rows}</table>")
+    return index
+
+
+def run_pipeline(logs=None, out=None, config=None, grid=None, hours: float = 168.0, duration: str = "3h",
+                 speed: float = 720.0, keepa_url: str | None = None, kernel: str = "python3",
+                 log=print) -> PipelineRun:
+    """Run the four notebooks in order into ``out`` (default runs/<UTC timestamp>)."""
+    import papermill as pm
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(out) if out else Path("runs") / stamp
+    out.mkdir(parents=True, exist_ok=True)
+    runs_dir = out.parent
+    logs = [str(Path(p).resolve()) for p in (logs or [ROOT / "data" / "sample_logs"])]
+    config = str(Path(config).resolve()) if config else None
+    grid = str(Path(grid or ROOT / "data" / "pipeline_grid.yaml").resolve())
+    os.environ["PLOTLY_RENDERER"] = RENDERER
+    run = PipelineRun(out)
+    dirs = {s: out / s for s in STEPS}
+    params = {
+        "01_parse_logs": {"logs": logs},
+        "02_diagnose_starvation": {"events": str(dirs["01_parse_logs"] / "events.parquet")},
+        "03_sweep": {"base_config": config or str(dirs["02_diagnose_starvation"] / "rebuilt_config.yaml"),
+                     "grid": grid, "hours": float(hours)},
+        "04_run_schedule": {"config": str(dirs["03_sweep"] / "fixed_schedule.yaml"), "duration": duration,
+                            "speed": float(speed), "keepa_url": keepa_url},
+    }
+    try:
+        for step in STEPS:
+            dirs[step].mkdir(exist_ok=True)
+            executed = out / f"{step}.ipynb"
+            t0 = time.monotonic()
+            log(f"[pipeline] {step} ...")
+            rec = {"step": step, "notebook": str(executed), "output_dir": str(dirs[step])}
+            run.steps.append(rec)
+            try:
+                pm.execute_notebook(str(NOTEBOOK_DIR / f"{step}.ipynb"), str(executed),
+                                    parameters={**params[step], "output_dir": str(dirs[step])},
+                                    kernel_name=kernel, cwd=str(NOTEBOOK_DIR), progress_bar=False)
+            except pm.PapermillExecutionError as e:
+                rec.update(status="failed", seconds=round(time.monotonic() - t0, 2),
+                           error=f"{e.ename}: {e.evalue}")
+                if executed.exists():
+                    rec["html"] = str(html_report(executed, out / f"{step}.html"))
+                raise PipelineError(step, f"{e.ename}: {e.evalue}", executed) from None
+            rec["html"] = str(html_report(executed, out / f"{step}.html"))
+            rec.update(status="ok", seconds=round(time.monotonic() - t0, 2))
+            log(f"[pipeline] {step} ok in {rec['seconds']:.1f}s -> {rec['html']}")
+        run.outcome = "ok"
+    except BaseException:  # recorded as failed, then re-raised
+        run.outcome = "failed"
+        raise
+    finally:
+        (out / "run.json").write_text(json.dumps(run.summary(), indent=1))
+        _record(runs_dir, run)
+    return run
+
+
+def strip_unchecked_outputs(path) -> None:
+    """Keep outputs only in cells marked ``# NBVAL_CHECK_OUTPUT``: what nbval compares."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if "NBVAL_CHECK_OUTPUT" not in cell.source:
+            cell.outputs = []
+            cell.execution_count = None
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("papermill", None)
+    nb.metadata.pop("papermill", None)
+    nbformat.write(nb, str(path))

@@ -1,0 +1,49 @@
+"""The notebook pipeline end to end, with a real Jupyter kernel, small parameters."""
+import json
+import re
+
+import pytest
+import yaml
+
+from keepa_ops import load_config
+from keepa_ops.pipeline import STEPS, PipelineError, run_pipeline
+from tests.conftest import DATA
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("runs")
+    grid = d / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"policy": ["threshold", "priority"],
+                                    "tasks.update_recent_deals.page_cost": [5], "tasks.backfill_deals.page_cost": [5],
+                                    "tasks.update_recent_deals.every": ["10m", "30m"]}))
+    return run_pipeline(out=d / "r1", config=DATA / "seed_incident.yaml", grid=grid, hours=48, duration="1h",
+                        speed=720, log=lambda m: None)
+
+
+def test_every_step_leaves_a_notebook_a_report_and_its_outputs(run):
+    assert run.outcome == "ok" and [s["step"] for s in run.steps] == list(STEPS)
+    for step in STEPS:
+        assert (run.out / f"{step}.ipynb").exists()
+        html = (run.out / f"{step}.html").read_text()
+        assert not re.search(r'<(?:script|link)[^>]+(?:src|href)="https?://', html), f"{step} uses a CDN"
+    figs = (run.out / "01_parse_logs.html").read_text()
+    assert "Plotly.newPlot" in figs and "update_recent_deals target 250" in figs
+    assert (run.out / "01_parse_logs" / "events.parquet").exists()
+    diag = json.loads((run.out / "02_diagnose_starvation" / "diagnosis.json").read_text())
+    assert diag["verdict"] == "starvation" and diag["starved"] == ["update_recent_deals"]
+    fixed = load_config(run.out / "03_sweep" / "fixed_schedule.yaml")    # 03's output feeds 04
+    assert fixed.policy == "priority"
+    summary = json.loads((run.out / "04_run_schedule" / "run.json").read_text())
+    assert summary["stored"]["live"]["deals"] > 0 and summary["embedded_fake_keepa"]
+    index = json.loads((run.out.parent / "index.json").read_text())
+    assert index[-1]["run"] == "r1" and index[-1]["outcome"] == "ok"
+
+
+def test_a_failing_step_stops_with_the_error_and_the_notebook(tmp_path):
+    with pytest.raises(PipelineError) as e:
+        run_pipeline(logs=[tmp_path / "missing.log"], out=tmp_path / "bad", log=lambda m: None)
+    assert e.value.step == "01_parse_logs" and "LogParseError" in str(e.value)
+    assert str(tmp_path / "bad" / "01_parse_logs.ipynb") in str(e.value)
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert index[-1]["outcome"] == "failed" and len(index[-1]["steps"]) == 1
