@@ -6,8 +6,15 @@ from tests.conftest import DATA
 
 
 def test_seed_config_files_load():
-    for f in DATA.glob("*.yaml"):
-        load_config(f)
+    from keepa_ops.sweep import load_grid
+
+    files = sorted(DATA.glob("*.yaml"))
+    assert len(files) >= 6
+    for f in files:
+        if f.name.endswith("_grid.yaml"):
+            assert load_grid(f)
+        else:
+            load_config(f)
     cfg = load_config(DATA / "seed_incident.yaml")
     up = cfg.tasks["update_recent_deals"]
     assert up.target("threshold") == 250
