@@ -162,13 +162,23 @@ def _event_of(kind: str, g: dict):
     return ev
 
 
-def _to_np(arr: pa.Array, numeric: bool):
-    """Captured bytes -> float64 (NaN) or object (None); a group that did not take part is ''."""
+def _to_np(arr: pa.Array, numeric: bool, fn=None):
+    """Captured bytes -> float64 (NaN) or object (None); a group that did not take part is ''.
+
+    Text is dictionary-encoded first, so each distinct value becomes a Python object
+    once (and ``fn`` runs once per distinct value), however many rows share it.
+    """
     s = pc.cast(arr, pa.string())
     s = pc.if_else(pc.equal(pc.utf8_length(s), 0), pa.scalar(None, pa.string()), s)
     if numeric:
         return pc.cast(s, pa.float64()).to_numpy(zero_copy_only=False)
-    return np.asarray(s.to_pylist(), dtype=object)
+    enc = pc.dictionary_encode(s)
+    values = enc.dictionary.to_pylist()
+    if fn is not None:
+        values = [fn(v) for v in values]
+    lookup = np.asarray(values + [None], dtype=object)
+    idx = pc.fill_null(enc.indices, len(values)).to_numpy(zero_copy_only=False)
+    return lookup[idx]
 
 
 def _parse_times(ts: pa.Array) -> np.ndarray:
@@ -364,8 +374,7 @@ def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
     n = len(sel)
     ts_ms = np.full(n, np.nan)
     process = np.full(n, None, dtype=object)
-    logger = np.full(n, None, dtype=object)
-    msg_parts = [None] * n
+    logger = np.full(n, None, dtype=object)  # the task of the logger's module, if it names one
     first = pc.binary_slice(sel, 0, 1).to_numpy(zero_copy_only=False)
     fmt_of = np.where(first == b"[", 0, np.where(np.isin(first, [bytes([c]) for c in b"0123456789"]), 1, 2))
     msgs = pa.nulls(n, pa.binary())
@@ -380,21 +389,20 @@ def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
         if fmt == "celery":
             process[where] = _to_np(st.field("process"), False)
         else:
-            logger[where] = _to_np(st.field("logger"), False)
+            logger[where] = _to_np(st.field("logger"), False, MODULE_TASKS.get)
         msg_chunks[code] = (where, st.field("msg"))
     order = np.concatenate([w for w, _ in msg_chunks.values()])
     msgs = pa.concat_arrays([m for _, m in msg_chunks.values()])
     inv = np.empty(n, np.int64)
     inv[order] = np.arange(n)
     msgs = msgs.take(pa.array(inv))
-    del msg_parts
     # Celery's task-logger variant: "task_name[task_id]: message"
     explicit = np.full(n, None, dtype=object)
     tl = pc.match_substring_regex(msgs, r"^[\w.]+\[[\w\-]+\]: ").to_numpy(zero_copy_only=False)
     if tl.any():
         w = np.flatnonzero(tl)
         st = pc.extract_regex(msgs.take(pa.array(w)), TASK_LOGGER)
-        explicit[w] = [short_task(t) for t in _to_np(st.field("tl_task"), False)]
+        explicit[w] = _to_np(st.field("tl_task"), False, short_task)
         rest = st.field("rest")
         pieces = msgs.to_pylist()
         for j, r in zip(w, rest.to_pylist()):
@@ -425,8 +433,9 @@ def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
         if not len(w):
             continue
         names = {st.type.field(i).name for i in range(st.type.num_fields)}
-        g = {f: (_to_np(st.field(f), f not in _TEXT_FIELDS) if f in names else None) for f in _FIELDS + _TEXT_FIELDS}
-        g = {k: v for k, v in g.items() if v is not None}
+        wanted = set(_FIELDS) | {"task", "what"} | set(DETAIL_FIELDS.get(tname, ()))
+        g = {f: (_to_np(st.field(f), False, short_task if f == "task" else None) if f in _TEXT_FIELDS
+                 else _to_np(st.field(f), True)) for f in names & wanted}
         if "wait2" in names:
             w2 = _to_np(st.field("wait2"), True)
             g["wait"] = np.where(np.isnan(g["wait"]), w2, g["wait"])
@@ -443,7 +452,7 @@ def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
         if "rate" in g:
             out["refill_rate"][w] = g["rate"]
         if "task" in g:
-            explicit[w] = [short_task(t) for t in g["task"]]
+            explicit[w] = g["task"]
         details = {k: g[k] for k in DETAIL_FIELDS.get(tname, ()) if k in g}
         if details:
             present = np.zeros(len(w), bool)
@@ -457,8 +466,7 @@ def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
         w = np.flatnonzero((tmpl == "token_status") & valid)
         st = pc.extract_regex(msgs.take(pa.array(w)), rf"refillRate'?\"?\s*[:=]\s*(?P<rate>{N})")
         out["refill_rate"][w] = _to_np(st.field("rate"), True)
-    mod_task = np.asarray([MODULE_TASKS.get(x) if x else None for x in logger], dtype=object)
-    explicit = np.where(pd.isna(explicit), mod_task, explicit)
+    explicit = np.where(pd.isna(explicit), logger, explicit)  # logger holds its module's task
     keep = valid
     failed = idx_all[~valid]
     out["time"] = ts_ms
@@ -473,6 +481,12 @@ def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
 _CATEGORIES = ("source", "stream", "process", "task", "event", "kind")
 
 
+def _categorical(values: np.ndarray) -> pd.Categorical:
+    """Object array -> Categorical with plain object categories (no per-row string conversion)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return pd.Categorical.from_codes(codes, categories=pd.Index(np.asarray(uniques, dtype=object), dtype=object))
+
+
 def _frame(parts: list[dict]) -> pd.DataFrame:
     """Concatenate the extracted parts into the typed events DataFrame, in time order."""
     if not parts:
@@ -483,7 +497,7 @@ def _frame(parts: list[dict]) -> pd.DataFrame:
             cols[c] = np.concatenate([np.asarray(p[c], dtype="float64") for p in parts])
         else:
             cols[c] = np.concatenate([np.asarray(p[c], dtype=object) for p in parts])
-    df = pd.DataFrame({c: (pd.Categorical(v) if c in _CATEGORIES else v) for c, v in cols.items()})
+    df = pd.DataFrame({c: (_categorical(v) if c in _CATEGORIES else v) for c, v in cols.items()})
     df["time"] = pd.to_datetime(df["time"], unit="ms").astype("datetime64[ms]")
     df["items"] = pd.array(np.where(np.isnan(cols["items"]), np.nan, np.round(cols["items"])), dtype="Float64") \
         .astype("Int64")
@@ -522,5 +536,5 @@ def _attribute(df: pd.DataFrame) -> pd.DataFrame:
     explicit = df["task"].astype(object).where((ev != "skip").to_numpy(), None)
     seg_task = pd.Series(explicit).groupby([keys[0], keys[1], seg], sort=False).transform("first")
     task = df["task"].astype(object).where(df["task"].notna(), seg_task)
-    df["task"] = pd.Categorical(task)
+    df["task"] = _categorical(task.to_numpy(dtype=object))
     return df
