@@ -6,9 +6,7 @@ boundaries, noise), basicConfig and default-format lines, tracebacks, binary jun
 Baseline, same run, same file: `grep -c Insufficient` (a single pass that reads it all).
 Peak memory is measured in a child process (ru_maxrss), minus the interpreter's baseline.
 """
-import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile

@@ -27,8 +27,8 @@ def best_of(n, fn):
 def main():
     for name in ("seed_incident.yaml", "seed_incident_priority.yaml"):
         cfg = DATA / name
-        fast, r = best_of(5, lambda: simulate(cfg, HOURS))
-        slow, n = best_of(1, lambda: simulate(cfg, HOURS, max_step=1.0))
+        fast, r = best_of(5, lambda c=cfg: simulate(c, HOURS))
+        slow, n = best_of(1, lambda c=cfg: simulate(c, HOURS, max_step=1.0))
         gs = {k: v["grants"] for k, v in r.summary()["tasks"].items()}
         gn = {k: v["grants"] for k, v in n.summary()["tasks"].items()}
         print(f"{name}: 30 days event-driven {fast * 1000:.1f} ms ({len(r.events)} events, grants {gs}); "

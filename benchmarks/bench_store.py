@@ -55,7 +55,7 @@ def main():
     refs, rows = data(N)
     for batch in (10, 150, 1000):
         best_o = best_r = float("inf")
-        for rep in range(5):
+        for _ in range(5):
             with tempfile.TemporaryDirectory() as d:
                 best_r = min(best_r, raw(Path(d) / "raw.sqlite", refs, rows, batch))
                 best_o = min(best_o, ours(Path(d) / "ours.sqlite", refs, rows, batch))

@@ -54,7 +54,7 @@ class LegacyLogWriter:
         run_no: dict[str, int] = {}
         run_started: dict[str, float] = {}
         rows = self.result.events.rows
-        for i, (t, ev, task, bal, target, cost, items, wait_s, detail) in enumerate(rows):
+        for t, ev, task, bal, target, cost, items, wait_s, detail in rows:
             # heartbeats for open waits, up to this event (the balance only refills in between)
             if waiting and self.heartbeat_s:
                 for name, w in waiting.items():

@@ -306,7 +306,7 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
                  "skipped": 0, "truncated": src.truncated}
         chunks = list(_lines(src.data))
         with ThreadPoolExecutor(max_workers=THREADS) as pool:
-            results = list(pool.map(lambda c: _chunk(c[1], c[0], name, src.stream), chunks))
+            results = list(pool.map(lambda c, n=name, s=src.stream: _chunk(c[1], c[0], n, s), chunks))
         for (line0, arr), r in zip(chunks, results):
             for k in ("lines", "other", "continuation", "blank"):
                 stats[k] += r[k]

@@ -70,7 +70,7 @@ def read_sources(paths) -> list[Source]:
         groups.setdefault(str(f.parent / base), []).append((n, f))
     sources = []
     for stream, members in groups.items():
-        for n, f in sorted(members, key=lambda x: -x[0]):
+        for _, f in sorted(members, key=lambda x: -x[0]):
             try:
                 data, truncated = _read(f)
             except OSError as e:

@@ -34,7 +34,7 @@ def test_round_trip_recovers_the_ground_truth(logs, name):
     if culprit:
         assert d.culprit == culprit
     if verdict != "deficit_spiral":
-        for task, spec in sim.config.tasks.items():
+        for task in sim.config.tasks:
             waited = {r[4] for r in sim.events.of("wait", task)}
             if waited:
                 assert d.tasks[task]["target"] in waited

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from keepa_ops import parse_config, simulate
+from keepa_ops import simulate
 from keepa_ops.cli import main
 from tests.conftest import DATA
 
