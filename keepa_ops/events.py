@@ -20,20 +20,19 @@ def _r(x):
 
 
 class EventLog:
-    """Appends events in memory and, if given a ``sink`` file, as JSON lines at once."""
+    """Appends events in memory; ``on_event(row)``, if set, sees each one as it happens."""
 
-    def __init__(self, start: datetime | None = None, sink=None):
+    def __init__(self, start: datetime | None = None, on_event=None):
         self.start = (start or datetime(2026, 2, 4, tzinfo=timezone.utc)).astimezone(timezone.utc)
         self.rows: list[tuple] = []
-        self._sink = sink
+        self.on_event = on_event
 
     def emit(self, t, event, task=None, balance=None, target=None, cost=None, items=None,
              wait_s=None, detail=None):
         row = (t, event, task, balance, target, cost, items, wait_s, detail)
         self.rows.append(row)
-        if self._sink is not None:
-            self._sink.write(self.to_json(row) + "\n")
-            self._sink.flush()
+        if self.on_event is not None:
+            self.on_event(row)
 
     def __len__(self):
         return len(self.rows)

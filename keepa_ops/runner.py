@@ -74,7 +74,7 @@ class _Sink:
     def __init__(self, log: EventLog, fh, store: DealStore, progress):
         self.log, self.fh, self.store, self.progress = log, fh, store, progress
 
-    def write(self, row):
+    def __call__(self, row):
         if self.fh is not None:
             self.fh.write(self.log.to_json(row) + "\n")
             self.fh.flush()
@@ -84,19 +84,6 @@ class _Sink:
         elif kind == "run_finish":
             self.store.run_finished(row[2], (row[8] or {}).get("outcome", "ok"), row[6] or 0)
         self.progress(row)
-
-
-class _StreamingLog(EventLog):
-    def __init__(self, start, sink_factory):
-        super().__init__(start)
-        self.sink = None
-        self._factory = sink_factory
-
-    def emit(self, t, event, task=None, balance=None, target=None, cost=None, items=None,
-             wait_s=None, detail=None):
-        super().emit(t, event, task, balance, target, cost, items, wait_s, detail)
-        if self.sink is not None:
-            self.sink.write(self.rows[-1])
 
 
 def run_live(config, db, *, keepa_url: str | None = None, duration: float | None = None,
@@ -130,9 +117,9 @@ def run_live(config, db, *, keepa_url: str | None = None, duration: float | None
     store.now_fn = transport.server_now
     events_path = Path(events_path) if events_path else None
     fh = open(events_path, "a") if events_path else None
-    log = _StreamingLog(datetime.now(timezone.utc), None)
+    log = EventLog(datetime.now(timezone.utc))
     engine = Engine(cfg, clock, transport, store, log)
-    log.sink = _Sink(log, fh, store, _Progress(engine, progress))
+    log.on_event = _Sink(log, fh, store, _Progress(engine, progress))
     client.on_fault = engine.fault
 
     stopped_by = []
