@@ -375,21 +375,30 @@ def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
     ts_ms = np.full(n, np.nan)
     process = np.full(n, None, dtype=object)
     logger = np.full(n, None, dtype=object)  # the task of the logger's module, if it names one
-    first = pc.binary_slice(sel, 0, 1).to_numpy(zero_copy_only=False)
-    fmt_of = np.where(first == b"[", 0, np.where(np.isin(first, [bytes([c]) for c in b"0123456789"]), 1, 2))
+    first = pc.binary_slice(sel, 0, 1)
+    is_celery = pc.equal(first, pa.scalar(b"[", pa.binary())).to_numpy(zero_copy_only=False)
+    is_basic = pc.match_substring_regex(first, r"^\d").to_numpy(zero_copy_only=False)
+    fmt_of = np.where(is_celery, 0, np.where(is_basic, 1, 2))
     msgs = pa.nulls(n, pa.binary())
     msg_chunks = {}
     for code, fmt in enumerate(("celery", "basic", "default")):
         where = np.flatnonzero(fmt_of == code)
         if not len(where):
             continue
-        st = pc.extract_regex(sel.take(pa.array(where)), FORMATS[fmt])
+        sub = sel.take(pa.array(where))
+        if fmt == "celery":
+            # "[ts: LEVEL/process] msg", shape guaranteed by PREFIX_ANY: split instead of capturing
+            # (an RE2 capture spanning the whole message is the parser's single largest cost).
+            halves = pc.split_pattern(sub, "] ", max_splits=1)
+            head = pc.list_element(halves, 0)
+            ts_ms[where] = _parse_times(pc.binary_slice(head, 1, 24))
+            process[where] = _to_np(pc.list_element(pc.split_pattern(head, "/", max_splits=1), 1), False)
+            msg_chunks[code] = (where, pc.list_element(halves, 1))
+            continue
+        st = pc.extract_regex(sub, FORMATS[fmt])
         if fmt != "default":
             ts_ms[where] = _parse_times(st.field("ts"))
-        if fmt == "celery":
-            process[where] = _to_np(st.field("process"), False)
-        else:
-            logger[where] = _to_np(st.field("logger"), False, MODULE_TASKS.get)
+        logger[where] = _to_np(st.field("logger"), False, MODULE_TASKS.get)
         msg_chunks[code] = (where, st.field("msg"))
     order = np.concatenate([w for w, _ in msg_chunks.values()])
     msgs = pa.concat_arrays([m for _, m in msg_chunks.values()])
@@ -523,18 +532,22 @@ def _attribute(df: pd.DataFrame) -> pd.DataFrame:
     """
     if df.empty:
         return df
-    proc = df["process"].cat.add_categories(["-"]).fillna("-") if "-" not in df["process"].cat.categories \
-        else df["process"].fillna("-")
+    proc_codes = df["process"].cat.codes.to_numpy()
+    mainproc = np.flatnonzero(df["process"].cat.categories == "MainProcess")
+    worker = proc_codes != (mainproc[0] if len(mainproc) else -2)
     ev = df["event"]
-    worker = (proc != "MainProcess").to_numpy()
     starts = ((ev == "run_start").to_numpy() & worker).astype(np.int64)
     ends = ((ev == "run_finish").to_numpy() & worker).astype(np.int64)
-    keys = [df["stream"].cat.codes.to_numpy(), proc.cat.codes.to_numpy()]
-    g = pd.DataFrame({"a": keys[0], "b": keys[1], "s": starts, "e": ends})
-    grp = g.groupby(["a", "b"], sort=False)
+    key = df["stream"].cat.codes.to_numpy().astype(np.int64) * 100_003 + proc_codes
+    g = pd.DataFrame({"k": key, "s": starts, "e": ends})
+    grp = g.groupby("k", sort=False)
     seg = grp["s"].cumsum().to_numpy() + grp["e"].cumsum().to_numpy() - ends
-    explicit = df["task"].astype(object).where((ev != "skip").to_numpy(), None)
-    seg_task = pd.Series(explicit).groupby([keys[0], keys[1], seg], sort=False).transform("first")
-    task = df["task"].astype(object).where(df["task"].notna(), seg_task)
-    df["task"] = _categorical(task.to_numpy(dtype=object))
+    codes = df["task"].cat.codes.to_numpy().astype("float64")
+    codes[codes < 0] = np.nan
+    explicit = np.where((ev == "skip").to_numpy(), np.nan, codes)  # a skip names a task NOT running here
+    seg_first = pd.Series(explicit).groupby([key, seg], sort=False).transform("first").to_numpy()
+    filled = np.where(np.isnan(codes), seg_first, codes)
+    cats = df["task"].cat.categories
+    df["task"] = pd.Categorical.from_codes(np.where(np.isnan(filled), -1, filled).astype(np.int64),
+                                           categories=cats)
     return df
