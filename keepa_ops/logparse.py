@@ -104,6 +104,10 @@ TEMPLATES = [
 ]
 KEYWORDS = "|".join(re.escape(p) for p, _, _ in TEMPLATES if p != "Task ") + \
     r"|Task [\w.]+\[[\w\-]+\] (?:received|succeeded|raised|retry|failed)"
+# A token-story line: a known prefix, maybe Celery's task-logger "name[id]: ", then a template's
+# start. Anchored, so RE2 rejects a line at its message's first bytes instead of scanning it all.
+TOKEN_LINE = (rf"^(?:\[{TS}: [A-Z]+/[\w.\-]+\] |{TS} - (?:[\w.]+ - )?(?:{LEVELS}) - |(?:{LEVELS}):[\w.]+:)"
+              rf"(?:[\w.]+\[[\w\-]+\]: )?(?:{KEYWORDS})")
 _TEMPLATE_BY_NAME = {name: (prefix, rx) for prefix, name, rx in TEMPLATES}
 _FIELDS = ("balance", "target", "wait", "cost", "consumed", "left", "rate", "items", "threshold", "page",
            "chunk", "estimate", "limit", "secs", "scanned")
@@ -350,7 +354,7 @@ def _chunk(arr: pa.Array, line0: int, name: str, stream: str) -> dict:
         pc.binary_slice(arr, 0, 2), r"^\s*$"))
     is_json = pc.equal(pc.binary_slice(arr, 0, 1), pa.scalar(b"{", pa.binary()))
     prefix_ok = pc.match_substring_regex(arr, PREFIX_ANY)
-    kw = pc.and_(prefix_ok, pc.match_substring_regex(arr, KEYWORDS))
+    kw = pc.match_substring_regex(arr, TOKEN_LINE)
     rest = pc.invert(pc.or_(pc.or_(prefix_ok, is_json), blank))
     cont = pc.and_(rest, pc.match_substring_regex(arr, CONTINUATION))
     bad = pc.and_(rest, pc.invert(cont))
