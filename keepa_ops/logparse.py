@@ -139,30 +139,38 @@ def short_task(name):
     return parts[-1]
 
 
-def _event_of(kind: str, g: dict):
-    """Template name + captured groups -> (event, kind) arrays, vectorised."""
+_EVENT_OF = {
+    "wait_loop": "wait", "tokens_recovered": "grant", "heartbeat": "heartbeat", "priority_pass": "grant",
+    "recharge_enter": "wait", "recharge_wait": "heartbeat", "recharge_exit": "grant",
+    "request_blocked": "abort", "zero_tokens": "wait", "low_tokens": "wait", "token_sync": "sync",
+    "sync_skipped": "sync_skipped", "fetched": "spend", "batch_call": "spend", "light_call": "spend",
+    "error_429": "429", "token_status": "sync", "backfill_resume": "resume", "backfill_saved": "checkpoint",
+    "task_paused": "abort", "watermark_loaded": "watermark_loaded", "watermark": "watermark",
+    "found": "found", "upserted": "upsert", "stop_trigger": "stop_trigger", "ingest_complete": "run_finish",
+    "rate_adjust": "rate_adjust", "worker_lost": "error", "insufficient_tokens": "wait",
+    "task_line": "run_start", "celery_task": "received",
+}
+# Events and template kinds travel as small integer codes until the frame is built.
+EVENT_NAMES = sorted(set(_EVENT_OF.values()) | {"skip", "run_finish", "abort"})
+_EV = {name: i for i, name in enumerate(EVENT_NAMES)}
+KIND_NAMES = list(dict.fromkeys([name for _, name, _ in TEMPLATES] + ["keepa_ops"]))
+_KIND = {name: i for i, name in enumerate(KIND_NAMES)}
+
+
+def _event_of(kind: str, g: dict) -> np.ndarray:
+    """Template name + captured groups -> event codes (into EVENT_NAMES), vectorised."""
     n = len(next(iter(g.values()))) if g else 0
-    ev = np.full(n, {
-        "wait_loop": "wait", "tokens_recovered": "grant", "heartbeat": "heartbeat", "priority_pass": "grant",
-        "recharge_enter": "wait", "recharge_wait": "heartbeat", "recharge_exit": "grant",
-        "request_blocked": "abort", "zero_tokens": "wait", "low_tokens": "wait", "token_sync": "sync",
-        "sync_skipped": "sync_skipped", "fetched": "spend", "batch_call": "spend", "light_call": "spend",
-        "error_429": "429", "token_status": "sync", "backfill_resume": "resume", "backfill_saved": "checkpoint",
-        "task_paused": "abort", "watermark_loaded": "watermark_loaded", "watermark": "watermark",
-        "found": "found", "upserted": "upsert", "stop_trigger": "stop_trigger", "ingest_complete": "run_finish",
-        "rate_adjust": "rate_adjust", "worker_lost": "error", "insufficient_tokens": "wait",
-        "task_line": "run_start", "celery_task": "received",
-    }[kind], dtype=object)
+    ev = np.full(n, _EV[_EVENT_OF[kind]], dtype=np.int16)
     if kind == "insufficient_tokens":
-        ev[~pd.isna(g["limit"])] = "abort"
+        ev[~pd.isna(g["limit"])] = _EV["abort"]
     elif kind == "task_line":
         what = g["what"]
-        ev[what == "finished"] = "run_finish"
-        ev[what == "is already running"] = "skip"
+        ev[what == "finished"] = _EV["run_finish"]
+        ev[what == "is already running"] = _EV["skip"]
     elif kind == "celery_task":
         what = g["what"]
-        ev[np.isin(what, ["succeeded", "raised", "failed"])] = "run_finish"
-        ev[what == "retry"] = "abort"
+        ev[np.isin(what, ["succeeded", "raised", "failed"])] = _EV["run_finish"]
+        ev[what == "retry"] = _EV["abort"]
     return ev
 
 
@@ -338,9 +346,13 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
             jd = pd.DataFrame(rows)
             jd["stream"] = jd["source"]
             order = {str(src.path): i for i, src in enumerate(sources)}
-            part = {c: jd[c].to_numpy() if c in jd else np.full(len(jd), None) for c in COLUMNS}
-            part["_file"] = jd["source"].map(order).to_numpy(dtype="float64")
-            parts.append(part)
+            for src_name, g in jd.groupby("source", sort=False):
+                part = {c: g[c].to_numpy() if c in g else np.full(len(g), None) for c in COLUMNS}
+                part["source"] = part["stream"] = src_name
+                part["event"] = g["event"].to_numpy(dtype=object)   # names: mapped to codes in _frame
+                part["kind"] = np.full(len(g), _KIND["keepa_ops"], dtype=np.int16)
+                part["_file"] = np.full(len(g), order[src_name], dtype="float64")
+                parts.append(part)
     events = _frame(parts)
     stats["events"] = len(events)
     skipped = pd.DataFrame(skipped_rows, columns=["source", "line", "text"])
@@ -421,7 +433,8 @@ def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
         for j, r in zip(w, rest.to_pylist()):
             pieces[j] = r
         msgs = pa.array(pieces, pa.binary())
-    out = {c: np.full(n, None, dtype=object) for c in COLUMNS}
+    out = {"detail": np.full(n, None, dtype=object), "event": np.full(n, -1, dtype=np.int16),
+           "kind": np.full(n, -1, dtype=np.int16)}
     for c in ("balance", "target", "wait", "cost", "consumed", "tokens_left", "refill_rate", "items", "threshold"):
         out[c] = np.full(n, np.nan)
     enc = pc.dictionary_encode(pc.binary_slice(msgs, 0, 32))
@@ -456,7 +469,7 @@ def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
             t2 = _to_np(st.field("target2"), True)
             g["target"] = np.where(np.isnan(g["target"]), t2, g["target"])
         out["event"][w] = _event_of(tname, g)
-        out["kind"][w] = tname
+        out["kind"][w] = _KIND[tname]
         for f in ("balance", "target", "wait", "cost", "consumed", "threshold", "items"):
             if f in g:
                 out[f][w] = g[f]
@@ -483,12 +496,12 @@ def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
     keep = valid
     failed = idx_all[~valid]
     out["time"] = ts_ms
-    out["source"] = np.full(n, source, dtype=object)
+    out["source"] = source   # one value per part: expanded as codes in _frame
     out["line"] = (idx_all + line0).astype(np.int64)
-    out["stream"] = np.full(n, stream, dtype=object)
+    out["stream"] = stream
     out["process"] = process
     out["task"] = explicit
-    return {c: v[keep] for c, v in out.items()}, failed
+    return {c: (v[keep] if isinstance(v, np.ndarray) else v) for c, v in out.items()}, failed
 
 
 _CATEGORIES = ("source", "stream", "process", "task", "event", "kind")
@@ -503,14 +516,39 @@ def _categorical(values: np.ndarray) -> pd.Categorical:
 def _frame(parts: list[dict]) -> pd.DataFrame:
     """Concatenate the extracted parts into the typed events DataFrame, in time order."""
     if not parts:
-        parts = [{c: np.array([], dtype="float64" if c in _NUMERIC else object) for c in COLUMNS + ["_file"]}]
+        parts = [{**{c: np.array([], dtype="float64" if c in _NUMERIC else object) for c in COLUMNS + ["_file"]},
+                  "source": "", "stream": "", "event": np.array([], np.int16), "kind": np.array([], np.int16)}]
+    sizes = [len(p["line"]) for p in parts]
     cols = {"_file": np.concatenate([np.asarray(p["_file"], dtype="float64") for p in parts])}
     for c in COLUMNS:
-        if c in _NUMERIC:
+        if c in ("source", "stream"):
+            names = list(dict.fromkeys(p[c] for p in parts))
+            codes = np.repeat([names.index(p[c]) for p in parts], sizes)
+            cols[c] = pd.Categorical.from_codes(codes, categories=pd.Index(names, dtype=object))
+        elif c == "event":
+            event_names = list(EVENT_NAMES)
+            arrays = []
+            for p in parts:
+                e = p["event"]
+                if e.dtype == object:  # JSON lines: our own event names, maybe new ones
+                    for name in dict.fromkeys(e):
+                        if name not in event_names:
+                            event_names.append(name)
+                    lookup = {name: i for i, name in enumerate(event_names)}
+                    e = np.asarray([lookup[x] for x in e], dtype=np.int16)
+                arrays.append(e.astype(np.int16))
+            cols[c] = pd.Categorical.from_codes(np.concatenate(arrays),
+                                                categories=pd.Index(event_names, dtype=object))
+        elif c == "kind":
+            cols[c] = pd.Categorical.from_codes(np.concatenate([p[c] for p in parts]).astype(np.int16),
+                                                categories=pd.Index(KIND_NAMES, dtype=object))
+        elif c in _NUMERIC:
             cols[c] = np.concatenate([np.asarray(p[c], dtype="float64") for p in parts])
+        elif c in _CATEGORIES:
+            cols[c] = _categorical(np.concatenate([np.asarray(p[c], dtype=object) for p in parts]))
         else:
             cols[c] = np.concatenate([np.asarray(p[c], dtype=object) for p in parts])
-    df = pd.DataFrame({c: (_categorical(v) if c in _CATEGORIES else v) for c, v in cols.items()})
+    df = pd.DataFrame(cols)
     df["time"] = pd.to_datetime(df["time"], unit="ms").astype("datetime64[ms]")
     df["items"] = pd.array(np.where(np.isnan(cols["items"]), np.nan, np.round(cols["items"])), dtype="Float64") \
         .astype("Int64")
