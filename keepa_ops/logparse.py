@@ -448,10 +448,13 @@ def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
                 name = tname
                 break
         tmpl_of_key.append(name)
-    tmpl = np.asarray(tmpl_of_key, dtype=object)[inverse]
+    tmpl = np.asarray([_KIND[t] if t else -1 for t in tmpl_of_key], dtype=np.int16)[inverse]
+    order = np.argsort(tmpl, kind="stable")  # rows grouped by template, each group in line order
+    bounds = np.searchsorted(tmpl[order], np.arange(len(KIND_NAMES) + 1))
     valid = np.zeros(n, bool)
-    for tname in set(t for t in tmpl_of_key if t):
-        w = np.flatnonzero(tmpl == tname)
+    for tname in dict.fromkeys(t for t in tmpl_of_key if t):
+        k = _KIND[tname]
+        w = order[bounds[k]:bounds[k + 1]]
         rx = _TEMPLATE_BY_NAME[tname][1]
         st = pc.extract_regex(msgs.take(pa.array(w)), rx)
         ok = st.is_valid().to_numpy(zero_copy_only=False)
@@ -488,8 +491,8 @@ def _extract(arr: pa.Array, mask, source: str, stream: str, line0: int) -> dict:
                 out["detail"][w[i]] = json.dumps({k: (v[i].item() if hasattr(v[i], "item") else v[i])
                                                   for k, v in details.items() if not pd.isna(v[i])})
         valid[w] = True
-    if tmpl is not None and "token_status" in set(tmpl_of_key):
-        w = np.flatnonzero((tmpl == "token_status") & valid)
+    if "token_status" in tmpl_of_key:
+        w = np.flatnonzero((tmpl == _KIND["token_status"]) & valid)
         st = pc.extract_regex(msgs.take(pa.array(w)), rf"refillRate'?\"?\s*[:=]\s*(?P<rate>{N})")
         out["refill_rate"][w] = _to_np(st.field("rate"), True)
     explicit = np.where(pd.isna(explicit), logger, explicit)  # logger holds its module's task
