@@ -228,7 +228,7 @@ def recommend(events, verdict, starved, culprit, tasks, rate, bound_s, check=Tru
     if verdict == "healthy" or rate is None:
         return {"change": {}, "summary": "no change needed" if verdict == "healthy" else
                 "the log shows no refill rate; add Keepa's token status to the log"}
-    base = rebuild_config(events)
+    base, assumptions = rebuild_config(events)
     raw = base.to_dict()
     change: dict = {"policy": "priority", "starvation_bound": f"{bound_s:g}s"}
     words = [f"switch the admission policy from '{raw.get('policy')}' to 'priority'"]
@@ -260,7 +260,7 @@ def recommend(events, verdict, starved, culprit, tasks, rate, bound_s, check=Tru
     for n, t in raw["tasks"].items():
         change[f"tasks.{n}.priority"] = 1 if t["role"] == "upserter" else 2
     summary = "; ".join(words) + " (upserter priority 1, backfiller 2, starvation bound " + f"{bound_s / 3600:g} h)."
-    out = {"change": change, "summary": summary, "rebuilt": raw}
+    out = {"change": change, "summary": summary, "rebuilt": raw, "assumptions": assumptions}
     if check:
         hours = max(24.0, (events["time"].max() - events["time"].min()).total_seconds() / 3600)
         try:

@@ -3,7 +3,7 @@
 ``rebuild_config`` reads from the events: the refill rate and starting balance; per
 task its role, schedule, target, spend per call, batch size and threshold; the
 pending and arriving live deals. What the log cannot show is filled by a stated
-rule and listed in ``assumptions`` (e.g. the spend of a task that never spent).
+rule and listed among the returned assumptions (e.g. the spend of a task that never spent).
 
 Invariant: the rebuilt config is valid even when the logged one was not: an
 unreachable target is kept (``strict=False``) so the incident can be re-enacted.
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .config import parse_config
+from .config import Config, parse_config
 from .diagnose import observed_refill_rate
 from .errors import ConfigError
 from .simulate import simulate
@@ -28,8 +28,8 @@ def _median(s):
     return float(s.median()) if len(s) else None
 
 
-def rebuild_config(events: pd.DataFrame, policy: str = "threshold"):
-    """A Config whose simulation reproduces the demand in ``events``; ``.assumptions`` lists guesses."""
+def rebuild_config(events: pd.DataFrame, policy: str = "threshold") -> tuple[Config, list[str]]:
+    """A Config whose simulation reproduces the demand in ``events``, and the guesses it took."""
     events = events.sort_values("time", kind="stable")
     assumptions = []
     rate = observed_refill_rate(events) or 5.0
@@ -89,9 +89,7 @@ def rebuild_config(events: pd.DataFrame, policy: str = "threshold"):
     raw = {"refill_per_minute": rate, "start_tokens": start_tokens, "refill": "continuous", "policy": policy,
            "start": t0.isoformat() + "Z" if pd.notna(t0) else "2026-02-04T00:00:00Z", "tasks": tasks,
            "workload": {"pending_new_deals": pending, "new_deals_per_hour": later / hours, "backlog": 100000}}
-    cfg = parse_config(raw, strict=False)
-    object.__setattr__(cfg, "assumptions", assumptions)
-    return cfg
+    return parse_config(raw, strict=False), assumptions
 
 
 DEMAND_KEYS = ("refill_per_minute", "start_tokens", "capacity", "start", "workload")
@@ -135,7 +133,7 @@ def replay(parsed, alternative, hours: float | None = None) -> dict:
     the rest (policy, bound, any task setting it names).
     """
     events = parsed.events if hasattr(parsed, "events") else parsed
-    base = rebuild_config(events)
+    base, assumptions = rebuild_config(events)
     if hours is None:
         hours = max(24.0, (events["time"].max() - events["time"].min()).total_seconds() / 3600)
     alt = parse_config(_merge(base.to_dict(), _as_mapping(alternative)))
@@ -147,7 +145,7 @@ def replay(parsed, alternative, hours: float | None = None) -> dict:
     after = simulate(alt, hours).summary()
     return {
         "hours": hours,
-        "assumptions": getattr(base, "assumptions", []),
+        "assumptions": assumptions,
         "rebuilt": base.to_dict(),
         "alternative": alt.to_dict(),
         "logged": {"verdict": happened.verdict, "starved": happened.starved, "tasks": happened.tasks},
