@@ -96,22 +96,24 @@ class DealStore:
         return len(rows)
 
     def commit_new(self, task, rows, refs, watermark: DealRef, now=None):
-        ts = self.now_fn()
-        with self._tx():
-            self.conn.executemany(UPSERT, self._rows(rows, refs, "live", ts))
-            self.conn.execute(
-                "INSERT INTO watermarks (task, last_update, asin, updated) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(task) DO UPDATE SET last_update = excluded.last_update, asin = excluded.asin, "
-                "updated = excluded.updated", (task, watermark.last_update, watermark.asin, ts))
+        """Upsert live deals and move the Upserter's watermark, in one transaction."""
+        self._commit(rows, refs, "live",
+                     "INSERT INTO watermarks (task, last_update, asin, updated) VALUES (?, ?, ?, ?) "
+                     "ON CONFLICT(task) DO UPDATE SET last_update = excluded.last_update, asin = excluded.asin, "
+                     "updated = excluded.updated", (task, watermark.last_update, watermark.asin))
 
     def commit_backfill(self, task, rows, refs, checkpoint, now=None):
+        """Upsert backfilled deals and move the Backfiller's checkpoint, in one transaction."""
+        self._commit(rows, refs, "backfill",
+                     'INSERT INTO checkpoints (task, page, "offset", updated) VALUES (?, ?, ?, ?) '
+                     'ON CONFLICT(task) DO UPDATE SET page = excluded.page, "offset" = excluded."offset", '
+                     "updated = excluded.updated", (task, checkpoint[0], checkpoint[1]))
+
+    def _commit(self, rows, refs, source, position_sql, position):
         ts = self.now_fn()
         with self._tx():
-            self.conn.executemany(UPSERT, self._rows(rows, refs, "backfill", ts))
-            self.conn.execute(
-                'INSERT INTO checkpoints (task, page, "offset", updated) VALUES (?, ?, ?, ?) '
-                'ON CONFLICT(task) DO UPDATE SET page = excluded.page, "offset" = excluded."offset", '
-                "updated = excluded.updated", (task, checkpoint[0], checkpoint[1], ts))
+            self.conn.executemany(UPSERT, self._rows(rows, refs, source, ts))
+            self.conn.execute(position_sql, (*position, ts))
 
     def run_started(self, task: str) -> None:
         cur = self.conn.execute("INSERT INTO runs (task, started) VALUES (?, ?)", (task, self.now_fn()))
