@@ -590,7 +590,8 @@ def _attribute(df: pd.DataFrame) -> pd.DataFrame:
     codes = df["task"].cat.codes.to_numpy().astype("float64")
     codes[codes < 0] = np.nan
     explicit = np.where((ev == "skip").to_numpy(), np.nan, codes)  # a skip names a task NOT running here
-    seg_first = pd.Series(explicit).groupby([key, seg], sort=False).transform("first").to_numpy()
+    segment = (key << 32) + seg  # one int64 per (stream, process, segment): a single-key groupby
+    seg_first = pd.Series(explicit).groupby(segment, sort=False).transform("first").to_numpy()
     filled = np.where(np.isnan(codes), seg_first, codes)
     cats = df["task"].cat.categories
     df["task"] = pd.Categorical.from_codes(np.where(np.isnan(filled), -1, filled).astype(np.int64),
