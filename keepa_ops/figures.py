@@ -112,8 +112,9 @@ def sweep_heatmaps(df: pd.DataFrame, x: str | None = None, y: str | None = None)
     """
     go, make_subplots = _go()
     keys = [c for c in df.columns if c.startswith("set:") and c != "set:policy"]
-    x = x or (keys[0] if keys else None)
-    y = y or (keys[1] if len(keys) > 1 else None)
+    varying = [k for k in keys if df[k].astype(str).nunique() > 1]  # a constant key makes a 1-cell map
+    x = x or (varying[0] if varying else (keys[0] if keys else None))
+    y = y or next((k for k in varying if k != x), None)
     ok = df[df["valid"]].copy()
     ok["starved_share"] = ok["starved"].astype(float)
     ok["steady_p95_min"] = ok["steady_p95_s"] / 60
@@ -132,7 +133,7 @@ def sweep_heatmaps(df: pd.DataFrame, x: str | None = None, y: str | None = None)
                                      hovertemplate=f"{x[4:] if x else ''}=%{{x}}<br>{y[4:] if y else ''}=%{{y}}"
                                                    f"<br>{label}=%{{z:.2f}}<extra></extra>"),
                           row=i + 1, col=j + 1)
-    others = [k[4:] for k in keys if k not in (x, y)]
+    others = [k[4:] for k in varying if k not in (x, y)]
     fig.update_layout(title=f"Sweep: x = {x[4:] if x else '-'}, y = {y[4:] if y else '-'}"
                             + (f" (averaged over {', '.join(others)})" if others else ""),
                       height=300 * len(metrics))

@@ -135,12 +135,10 @@ def strip_unchecked_outputs(path) -> None:
 
     nb = nbformat.read(str(path), as_version=4)
     for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        if "NBVAL_CHECK_OUTPUT" not in cell.source:
-            cell.outputs = []
-            cell.execution_count = None
         cell.metadata.pop("execution", None)
         cell.metadata.pop("papermill", None)
+        if cell.cell_type == "code" and "NBVAL_CHECK_OUTPUT" not in cell.source:
+            cell.outputs = []
+            cell.execution_count = None
     nb.metadata.pop("papermill", None)
     nbformat.write(nb, str(path))
