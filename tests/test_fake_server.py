@@ -103,3 +103,24 @@ def test_controls_set_state_inject_faults_and_report(fake):
     rep = s.get(fake.url + "/__fake__/report").json()
     assert rep["injected"]["500"] == 2 and rep["published_count"] == 300
     assert key not in json.dumps(rep)
+
+
+def test_cli_serves_on_loopback_and_stops_on_sigterm():
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    p = subprocess.Popen([sys.executable, "-m", "keepa_ops.cli", "fake-keepa", "--refill-per-minute", "20",
+                          "--start-tokens", "7"], stdout=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        url = p.stdout.readline().split()[4]
+        assert url.startswith("http://127.0.0.1:")
+        body = requests.get(url + "/token", params={"key": "k"}, timeout=5).json()
+        assert body["tokensLeft"] == 7 and body["refillRate"] == 20
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0

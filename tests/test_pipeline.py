@@ -47,3 +47,31 @@ def test_a_failing_step_stops_with_the_error_and_the_notebook(tmp_path):
     assert str(tmp_path / "bad" / "01_parse_logs.ipynb") in str(e.value)
     index = json.loads((tmp_path / "index.json").read_text())
     assert index[-1]["outcome"] == "failed" and len(index[-1]["steps"]) == 1
+
+
+def test_the_key_stays_out_of_an_executed_notebook(tmp_path, monkeypatch):
+    """04 against a real URL: the key comes from the environment and lands in no output."""
+    import papermill as pm
+
+    from keepa_ops.fake_server import FakeKeepa
+    from keepa_ops.pipeline import NOTEBOOK_DIR, html_report
+
+    secret = "nb-secret-5b0c7e19f2"
+    fake = FakeKeepa(5, 300, speed=720, pending=20, backlog=200, keys=[secret])
+    url = fake.serve()
+    monkeypatch.setenv("KEEPA_API_KEY", secret)
+    out = tmp_path / "out"
+    try:
+        pm.execute_notebook(str(NOTEBOOK_DIR / "04_run_schedule.ipynb"), str(tmp_path / "04.ipynb"),
+                            parameters={"config": str(DATA / "fixed_schedule.yaml"), "duration": "30m",
+                                        "speed": 720.0, "keepa_url": url, "output_dir": str(out)},
+                            kernel_name="python3", cwd=str(NOTEBOOK_DIR), progress_bar=False)
+    finally:
+        fake.shutdown()
+    html_report(tmp_path / "04.ipynb", tmp_path / "04.html")
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["keepa_url"] == url and not summary["embedded_fake_keepa"]
+    assert summary["stored"]["live"]["deals"] > 0          # it really talked to the keyed server
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f"the key leaked into {f.name}"
