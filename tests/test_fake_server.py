@@ -124,3 +124,15 @@ def test_cli_serves_on_loopback_and_stops_on_sigterm():
     finally:
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=10) == 0
+
+
+def test_keepa_time_is_minutes_since_2011():
+    from datetime import datetime, timezone
+
+    from keepa_ops.wire import keepa_minutes_to_unix, unix_to_keepa_minutes
+
+    assert keepa_minutes_to_unix(0) == datetime(2011, 1, 1, tzinfo=timezone.utc).timestamp()
+    t = datetime(2026, 2, 4, 10, 15, tzinfo=timezone.utc).timestamp()
+    assert keepa_minutes_to_unix(unix_to_keepa_minutes(t)) == t
+    fake = FakeKeepa(start_unix=t)
+    assert fake.deal(fake.pending, fake.published_at(fake.pending))["lastUpdate"] == unix_to_keepa_minutes(t + 60)

@@ -62,6 +62,16 @@ def test_event_log_is_ordered_and_tells_the_story():
     assert {"ts", "t", "event", "task", "balance", "target", "cost", "items", "wait_s"} <= set(df.columns)
 
 
+def test_every_event_is_of_a_documented_kind(seed_raw):
+    from keepa_ops.events import KINDS
+
+    seed_raw["tasks"]["update_recent_deals"]["max_wait"] = "60s"
+    kinds = {row[1] for row in simulate(seed_raw, hours=12).events.rows}
+    kinds |= {row[1] for row in simulate(dict(seed_raw, policy="greedy"), hours=12).events.rows}
+    assert kinds <= set(KINDS)
+    assert {"run_start", "wait", "heartbeat", "grant", "spend", "upsert", "abort", "run_finish"} <= kinds
+
+
 def test_fair_policy_splits_the_refill_by_weight(seed_raw):
     seed_raw["policy"] = "fair"
     seed_raw["workload"]["pending_new_deals"] = 5000  # both tasks busy all week
