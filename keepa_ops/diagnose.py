@@ -11,6 +11,8 @@ Verdicts, checked in this order (the first that holds is the verdict):
                         while another task spends the refill: the culprit is the
                         task that spent the most tokens during that wait.
 ``healthy``             none of the above.
+``insufficient_evidence`` the log shows no task waiting or spending tokens (an empty log,
+                        or token lines that name neither a task nor a worker process).
 
 Invariant: a recommendation is never a guess. It is re-simulated on the demand
 rebuilt from the log (``replay.rebuild_config``) and reported with what the
@@ -27,6 +29,7 @@ WAIT_START = {"wait"}
 WAIT_GOING = {"heartbeat"}
 PROGRESS = {"grant", "spend"}
 GIVE_UP = {"abort"}
+MAX_SLOPE_GAP_S = 900.0  # refill is estimated only from balances at most this far apart
 STALL_AFTER_S = 900.0  # at least this silent (and 3 heartbeat gaps) before the log ends: a stall
 
 
@@ -76,7 +79,8 @@ def observed_refill_rate(events: pd.DataFrame) -> float | None:
     obs = obs.dropna(subset=["b", "time"]).sort_values("time", kind="stable")
     dt = obs["time"].diff().dt.total_seconds()
     db = obs["b"].diff()
-    ok = (dt > 0) & (db > 0) & ~obs["event"].isin(["spend", "429", "sync"])
+    # only neighbours minutes apart: across a long silence anything may have happened
+    ok = (dt > 0) & (dt <= MAX_SLOPE_GAP_S) & (db > 0) & ~obs["event"].isin(["spend", "429", "sync"])
     slopes = (db[ok] / dt[ok] * 60).tolist()
     return float(np.median(slopes)) if slopes else None
 
@@ -156,6 +160,14 @@ def diagnose(parsed, bound_s: float = 3600.0, check: bool = True) -> Diagnosis:
     verdict, starved, culprit = "healthy", [], None
     bal = events["tokens_left"].where(events["tokens_left"].notna(), events["balance"]).dropna()
 
+    if not tasks:
+        n_token = int(events["event"].isin(WAIT_START | WAIT_GOING | PROGRESS | GIVE_UP).sum())
+        evidence.append(f"{len(events)} token events, {n_token} of them waits, grants or spends, but none names "
+                        f"its task or worker process: nothing to attribute." if n_token else
+                        "the log holds no waits, grants or spends: nothing to diagnose.")
+        rec = {"change": {}, "summary": "log the worker process (Celery's default format) or the task name, "
+                                        "and the token manager's lines, then diagnose again"}
+        return Diagnosis("insufficient_evidence", [], None, rate, {}, evidence, rec, waits)
     unreachable = [n for n, t in tasks.items() if cap and t["target"] is not None and t["target"] > cap + 1e-6]
     deep = rate is not None and len(bal) and (bal < -10 * rate).sum() >= 3
     livelocked = [n for n, t in tasks.items() if t["aborts"] >= 5 and t["grants"] == 0]

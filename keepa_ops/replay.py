@@ -19,7 +19,7 @@ import yaml
 
 from .config import Config, parse_config
 from .diagnose import observed_refill_rate
-from .errors import ConfigError
+from .errors import ConfigError, KeepaOpsError
 from .simulate import simulate
 
 
@@ -81,6 +81,9 @@ def rebuild_config(events: pd.DataFrame, policy: str = "threshold") -> tuple[Con
         tasks[name] = {"role": k["role"], "every": every, "batch_size": int(batch),
                        "cost_per_item": float(cost) / int(batch), "page_cost": k["page_cost"],
                        "threshold": float(threshold), "priority": 1 if k["role"] == "upserter" else 2}
+    if not tasks:
+        raise KeepaOpsError("the log shows no task waiting or spending tokens, so there is no demand to replay. "
+                            "Fix: include the worker's log (Celery's default format names the process).")
     found = events[events["event"] == "found"].dropna(subset=["items"])
     pending = int(found["items"].iloc[0]) if len(found) else 0
     later = float(found["items"].iloc[1:].sum()) if len(found) > 1 else 0.0

@@ -99,3 +99,23 @@ def test_our_own_event_log_diagnoses_like_the_legacy_one(tmp_path):
     r.events.write(tmp_path / "events.jsonl")
     d = diagnose(parse_logs(tmp_path / "events.jsonl"), check=False)
     assert d.verdict == "starvation" and d.starved == ["update_recent_deals"] and d.culprit == "backfill_deals"
+
+
+@pytest.mark.parametrize("text,token_events", [
+    (b"", 0),
+    (b"[2026-02-04 10:00:00,000: INFO/MainProcess] celery@host ready.\n", 0),
+    # the only two lines that survive from the incident: no task, no process, a day apart
+    (b"2026-02-04 10:15:02,481 - WARNING - Insufficient tokens (Current: 24.00, Target: 250). Waiting...\n"
+     b"2026-02-05 09:00:00,000 - WARNING - Insufficient tokens (Current: 37.00, Target: 50). Waiting for 216s.\n", 2),
+])
+def test_no_evidence_is_said_not_called_healthy(tmp_path, text, token_events):
+    from keepa_ops.errors import KeepaOpsError
+
+    f = tmp_path / "x.log"
+    f.write_bytes(text)
+    parsed = parse_logs(f)
+    d = diagnose(parsed)
+    assert d.verdict == "insufficient_evidence" and parsed.stats["events"] == token_events
+    assert d.refill_per_minute is None          # two lines a day apart say nothing about the refill
+    with pytest.raises(KeepaOpsError, match="no demand to replay"):
+        replay(parsed, {"policy": "priority"})
