@@ -246,3 +246,16 @@ def test_sigterm_stops_cleanly(tmp_path):
     assert deals and all(v[1] == 1 for v in deals.values())
     con = sqlite3.connect(tmp_path / "d.sqlite")
     assert con.execute("SELECT COUNT(*) FROM runs WHERE finished IS NOT NULL").fetchone()[0] >= 1
+
+
+def test_a_url_without_a_key_is_a_clear_error(tmp_path, capsys):
+    from keepa_ops.cli import main
+
+    cfg = write(tmp_path, CRASH_CFG)
+    assert main(["run", "--config", str(cfg), "--db", str(tmp_path / "d.sqlite"),
+                 "--keepa-url", "http://127.0.0.1:9", "--duration", "1m"]) == 2
+    err = capsys.readouterr().err
+    assert "KEEPA_API_KEY" in err and "Traceback" not in err
+    missing = write(tmp_path, dict(CRASH_CFG, keepa={"key_file": str(tmp_path / "nokey")}), "k.yaml")
+    assert main(["run", "--config", str(missing), "--db", str(tmp_path / "d.sqlite"), "--duration", "1m"]) == 2
+    assert "key_file" in capsys.readouterr().err
