@@ -89,6 +89,9 @@ def rebuild_config(events: pd.DataFrame, policy: str = "threshold") -> tuple[Con
     later = float(found["items"].iloc[1:].sum()) if len(found) > 1 else 0.0
     if not len(found):
         assumptions.append("the log shows no 'Found N new deals': no live arrivals are replayed.")
+    elif len(found) == 1:
+        assumptions.append(f"the log shows one Upserter run (found {pending} deals) and no later one, so no "
+                           f"later arrivals are replayed.")
     raw = {"refill_per_minute": rate, "start_tokens": start_tokens, "refill": "continuous", "policy": policy,
            "start": t0.isoformat() + "Z" if pd.notna(t0) else "2026-02-04T00:00:00Z", "tasks": tasks,
            "workload": {"pending_new_deals": pending, "new_deals_per_hour": later / hours, "backlog": 100000}}

@@ -190,10 +190,12 @@ def recommend(df: pd.DataFrame, base, freshness_target: float | None = None) -> 
     if ok.empty:
         raise KeepaOpsError("no starvation-free config in the grid. Fix: add policy: [priority] to the grid, "
                             "or smaller batch sizes.")
-    fresh = ok[ok["steady_p95_s"].fillna(math.inf) <= target]
+    # No live deal arriving in the steady-state window leaves nothing stale: count it as fresh.
+    fresh = ok[ok["steady_p95_s"].fillna(0.0) <= target]
     if len(fresh):
-        pick = fresh.sort_values(["backfill_per_day", "steady_p95_s", "tokens_wasted_at_cap", "config_id"],
-                                 ascending=[False, True, True, True]).iloc[0]
+        pick = fresh.assign(_p95=fresh["steady_p95_s"].fillna(0.0)).sort_values(
+            ["backfill_per_day", "_p95", "tokens_wasted_at_cap", "config_id"],
+            ascending=[False, True, True, True]).iloc[0].drop("_p95")
         rule = (f"most backfill per day among starvation-free configs with steady-state live p95 "
                 f"<= {target / 3600:g} h")
     else:
@@ -221,9 +223,12 @@ def write_fixed_schedule(rec: dict, path) -> Path:
     cfg: Config = rec["config"]
     raw = cfg.to_dict()
     path = Path(path)
+    p95 = rec["row"]["steady_p95_s"]
+    fresh = ("no live deals arrive in steady state" if p95 is None or p95 != p95
+             else f"steady-state live p95 {p95 / 60:.1f} min")
     header = (f"# The fixed schedule, recommended by keepa-ops sweep (config #{rec['config_id']}).\n"
               f"# Rule: {rec['rule']}.\n"
-              f"# Predicted: steady-state live p95 {rec['row']['steady_p95_s'] / 60:.1f} min, backfill "
+              f"# Predicted: {fresh}, backfill "
               f"{rec['row']['backfill_per_day']:.0f} deals/day"
               + (f" ({100 * rec['backfill_share_of_bound']:.1f}% of the "
                  f"{rec['bound']['backfill_bound_per_day']:.0f}/day the refill leaves after live demand)"

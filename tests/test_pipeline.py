@@ -17,8 +17,8 @@ def run(tmp_path_factory):
     grid.write_text(yaml.safe_dump({"policy": ["threshold", "priority"],
                                     "tasks.update_recent_deals.page_cost": [5], "tasks.backfill_deals.page_cost": [5],
                                     "tasks.update_recent_deals.every": ["10m", "30m"]}))
-    return run_pipeline(out=d / "r1", config=DATA / "seed_incident.yaml", grid=grid, hours=48, duration="1h",
-                        speed=720, log=lambda m: None)
+    # No config: the sweep starts from the demand rebuilt from the logs, as for an operator's own logs.
+    return run_pipeline(out=d / "r1", grid=grid, hours=48, duration="1h", speed=720, log=lambda m: None)
 
 
 def test_every_step_leaves_a_notebook_a_report_and_its_outputs(run):
@@ -32,8 +32,10 @@ def test_every_step_leaves_a_notebook_a_report_and_its_outputs(run):
     assert (run.out / "01_parse_logs" / "events.parquet").exists()
     diag = json.loads((run.out / "02_diagnose_starvation" / "diagnosis.json").read_text())
     assert diag["verdict"] == "starvation" and diag["starved"] == ["update_recent_deals"]
+    rebuilt = yaml.safe_load((run.out / "02_diagnose_starvation" / "rebuilt_config.yaml").read_text())
+    assert rebuilt["refill_per_minute"] == 5 and set(rebuilt["tasks"]) == {"update_recent_deals", "backfill_deals"}
     fixed = load_config(run.out / "03_sweep" / "fixed_schedule.yaml")    # 03's output feeds 04
-    assert fixed.policy == "priority"
+    assert fixed.policy == "priority" and fixed.refill_per_minute == 5
     summary = json.loads((run.out / "04_run_schedule" / "run.json").read_text())
     assert summary["stored"]["live"]["deals"] > 0 and summary["embedded_fake_keepa"]
     index = json.loads((run.out.parent / "index.json").read_text())

@@ -91,3 +91,17 @@ def test_invalid_points_are_rows_and_bad_keys_are_errors():
         sweep(DATA / "seed_incident.yaml", {"tasks.backfill_deals.batchsize": [5]}, hours=1, workers=1, progress=None)
     with pytest.raises(ConfigError):
         load_grid(yaml.safe_dump([1, 2]))
+
+
+def test_a_workload_with_no_live_arrivals_still_gets_a_fixed_schedule(tmp_path):
+    from keepa_ops.sweep import write_fixed_schedule
+
+    base = load_config(DATA / "seed_incident.yaml").with_overrides({"workload.new_deals_per_hour": 0})
+    base.dump(tmp_path / "base.yaml")
+    df = sweep(tmp_path / "base.yaml", {"policy": ["threshold", "priority"]}, hours=48, workers=1, progress=None)
+    assert df["steady_p95_s"].isna().all()          # nothing arrives in the second half
+    rec = recommend(df, tmp_path / "base.yaml")
+    assert rec["overrides"] == {"policy": "priority"}
+    out = write_fixed_schedule(rec, tmp_path / "fixed.yaml")
+    assert "no live deals arrive in steady state" in out.read_text()
+    assert load_config(out).policy == "priority"
