@@ -119,3 +119,18 @@ def test_no_evidence_is_said_not_called_healthy(tmp_path, text, token_events):
     assert d.refill_per_minute is None          # two lines a day apart say nothing about the refill
     with pytest.raises(KeepaOpsError, match="no demand to replay"):
         replay(parsed, {"policy": "priority"})
+
+
+def test_committed_sample_logs_are_what_keepa_ops_generates(tmp_path):
+    """data/sample_logs is incidents.write_sample_logs' output; if the engine changes, regenerate it."""
+    import gzip
+
+    from keepa_ops.incidents import write_sample_logs
+    from tests.conftest import DATA
+
+    def text(p):
+        return gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+
+    fresh = write_sample_logs(tmp_path)
+    for f in fresh:
+        assert text(f) == text(DATA / "sample_logs" / f.name), f"regenerate data/sample_logs ({f.name} differs)"

@@ -105,3 +105,11 @@ def test_a_workload_with_no_live_arrivals_still_gets_a_fixed_schedule(tmp_path):
     out = write_fixed_schedule(rec, tmp_path / "fixed.yaml")
     assert "no live deals arrive in steady state" in out.read_text()
     assert load_config(out).policy == "priority"
+
+
+def test_committed_fixed_schedule_is_what_the_sweep_recommends():
+    """data/fixed_schedule.yaml is `keepa-ops sweep --config data/seed_incident.yaml --grid
+    data/pipeline_grid.yaml --recommend ...`; if the engine changes, regenerate it."""
+    df = sweep(DATA / "seed_incident.yaml", DATA / "pipeline_grid.yaml", hours=168, workers=2, progress=None)
+    rec = recommend(df, DATA / "seed_incident.yaml")
+    assert rec["config"].raw == load_config(DATA / "fixed_schedule.yaml").raw
