@@ -16,10 +16,11 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
+from .policies import POLICIES as POLICY_CLASSES
 from .policies import admission_target
 from .schedule import Continuous, Cron, Every, parse_duration
 
-POLICIES = ("threshold", "priority", "fair", "greedy")
+POLICIES = tuple(POLICY_CLASSES)
 ROLES = ("upserter", "backfiller")
 PAGE_SIZE = 150  # Keepa: up to 150 deals per /deal page
 

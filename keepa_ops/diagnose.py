@@ -281,11 +281,6 @@ def recommend(events, verdict, starved, culprit, tasks, rate, bound_s, check=Tru
             out["predicted"] = None
             out["summary"] += f" (not checked: {e})"
             return out
-        before = simulate(base, hours).summary()
-        after = simulate(alt, hours).summary()
-        keep = ("first_grant_s", "grants", "items", "max_wait_s", "max_no_progress_s", "starved")
-        out["predicted"] = {"hours": hours, "starved": after["starved"],
-                            "tasks": {n: {k: v[k] for k in keep} for n, v in after["tasks"].items()}}
-        out["as_logged_simulated"] = {"hours": hours, "starved": before["starved"],
-                                      "tasks": {n: {k: v[k] for k in keep} for n, v in before["tasks"].items()}}
+        out["predicted"] = {"hours": hours, **simulate(alt, hours).brief()}
+        out["as_logged_simulated"] = {"hours": hours, **simulate(base, hours).brief()}
     return out

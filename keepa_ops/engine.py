@@ -247,15 +247,19 @@ class Engine:
         self.events.emit(now - self.t0, "429", st.name, self.bucket.balance(now), cost=0,
                          detail={"refill_in_ms": env.refill_in_ms} if env is not None else None)
 
+    def sync(self, env, task: str | None = None, always: bool = False) -> None:
+        """Replace the bucket estimate with the server's word; log it if it moved (or ``always``)."""
+        now = self.clock.now()
+        old = self.bucket.sync(env.tokens_left, now, env.refill_rate, env.refill_in_ms)
+        if always or abs(old - env.tokens_left) > 0.5:
+            self.events.emit(now - self.t0, "sync", task, env.tokens_left,
+                             detail={"estimate": round(old, 3), "refill_rate": env.refill_rate})
+
     def _on_response(self, st, resp, items) -> None:
         now = self.clock.now()
         st.spent += resp.consumed
-        env = resp.envelope
-        if env is not None:
-            old = self.bucket.sync(env.tokens_left, now, env.refill_rate, env.refill_in_ms)
-            if abs(old - env.tokens_left) > 0.5:
-                self.events.emit(now - self.t0, "sync", st.name, env.tokens_left,
-                                 detail={"estimate": round(old, 3), "refill_rate": env.refill_rate})
+        if resp.envelope is not None:
+            self.sync(resp.envelope, st.name)
         if resp.consumed:
             self.events.emit(now - self.t0, "spend", st.name, self.bucket.balance(now),
                              cost=resp.consumed, items=items)

@@ -23,8 +23,6 @@ class ModelTransport:
         self.w = workload
         self.bucket = bucket
         self.clock = clock
-        self.calls = 0
-        self.refused = 0
         self._live: list[DealRef] = []  # live deal i, built once
 
     # -- the live deal stream -------------------------------------------------
@@ -56,9 +54,7 @@ class ModelTransport:
     # -- calls ------------------------------------------------------------------
     def _meter(self, cost: float):
         now = self.clock.now()
-        self.calls += 1
         if cost > 0 and self.bucket.balance(now) <= 0:
-            self.refused += 1
             raise NotEnoughTokens(Envelope(self.bucket.balance(now), 60000.0, self.bucket.rate, 0.0))
         self.bucket.spend(cost, now)
 

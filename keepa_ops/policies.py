@@ -179,25 +179,15 @@ class GreedyPolicy(Policy):
         return min(self.waiting, key=lambda r: r.seq, default=None)
 
 
-_CLASSES = {}
+POLICIES = {"threshold": ThresholdPolicy, "priority": PriorityPolicy, "fair": FairPolicy, "greedy": GreedyPolicy}
 
 
 def admission_target(policy: str, cost: float, threshold: float) -> float:
     """The balance at which ``policy`` admits a request of ``cost`` (always > 0)."""
-    cls = _CLASSES[policy]
-    return max(cls.target(cost, threshold), GreedyPolicy.POSITIVE)
+    return max(POLICIES[policy].target(cost, threshold), GreedyPolicy.POSITIVE)
 
 
 def make_policy(name: str, starvation_bound: float = 3600.0) -> Policy:
-    if name == "threshold":
-        return ThresholdPolicy()
-    if name == "priority":
-        return PriorityPolicy(starvation_bound)
-    if name == "fair":
-        return FairPolicy()
-    if name == "greedy":
-        return GreedyPolicy()
-    raise ValueError(f"unknown policy {name!r}")
-
-
-_CLASSES.update(threshold=ThresholdPolicy, priority=PriorityPolicy, fair=FairPolicy, greedy=GreedyPolicy)
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}")
+    return PriorityPolicy(starvation_bound) if name == "priority" else POLICIES[name]()

@@ -146,17 +146,12 @@ def replay(parsed, alternative, hours: float | None = None) -> dict:
     from .diagnose import diagnose
 
     happened = diagnose(events, check=False)
-    keep = ("first_grant_s", "grants", "items", "max_wait_s", "max_no_progress_s", "starved")
-    as_is = simulate(base, hours).summary()
-    after = simulate(alt, hours).summary()
     return {
         "hours": hours,
         "assumptions": assumptions,
         "rebuilt": base.to_dict(),
         "alternative": alt.to_dict(),
         "logged": {"verdict": happened.verdict, "starved": happened.starved, "tasks": happened.tasks},
-        "as_logged_simulated": {"starved": as_is["starved"], "freshness": as_is["freshness"],
-                                "tasks": {n: {k: v[k] for k in keep} for n, v in as_is["tasks"].items()}},
-        "replayed": {"starved": after["starved"], "freshness": after["freshness"],
-                     "tasks": {n: {k: v[k] for k in keep} for n, v in after["tasks"].items()}},
+        "as_logged_simulated": simulate(base, hours).brief(),
+        "replayed": simulate(alt, hours).brief(),
     }

@@ -138,9 +138,7 @@ def run_live(config, db, *, keepa_url: str | None = None, duration: float | None
         except NotEnoughTokens as e:  # /token is free, but a 429 still tells the balance
             env = e.envelope
         transport._saw(env)
-        old_est = engine.bucket.sync(env.tokens_left, clock.now(), env.refill_rate, env.refill_in_ms)
-        log.emit(clock.now() - engine.t0, "sync", None, env.tokens_left,
-                 detail={"estimate": round(old_est, 3), "refill_rate": env.refill_rate})
+        engine.sync(env, always=True)
         engine.run(until=duration if duration is not None else math.inf)
     finally:
         for sig, h in old.items():

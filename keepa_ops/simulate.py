@@ -78,6 +78,13 @@ class SimResult:
             }
         return out
 
+    def brief(self) -> dict:
+        """The part of ``summary`` a side-by-side comparison shows."""
+        s = self.summary()
+        keep = ("first_grant_s", "grants", "items", "max_wait_s", "max_no_progress_s", "starved")
+        return {"starved": s["starved"], "freshness": s["freshness"],
+                "tasks": {n: {k: t[k] for k in keep} for n, t in s["tasks"].items()}}
+
     def summary(self) -> dict:
         tasks = self.task_summary()
         b = self.engine.bucket

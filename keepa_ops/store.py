@@ -89,12 +89,6 @@ class DealStore:
                         p.get("price", -1), source, now, now))
         return out
 
-    def upsert(self, rows: list[tuple]) -> int:
-        """Upsert prepared row tuples in one transaction (the bulk path)."""
-        with self._tx():
-            self.conn.executemany(UPSERT, rows)
-        return len(rows)
-
     def commit_new(self, task, rows, refs, watermark: DealRef, now=None):
         """Upsert live deals and move the Upserter's watermark, in one transaction."""
         self._commit(rows, refs, "live",
