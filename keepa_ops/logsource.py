@@ -2,7 +2,8 @@
 
 Invariants: a rotated set (``x.log.3``, ``x.log.2.gz``, ``x.log.1``, ``x.log``) is one
 stream read oldest first; a truncated gzip yields what it could decompress and is
-marked ``truncated``; nothing here decodes text, so no encoding can make it fail.
+marked ``truncated``; nothing here decodes text, so no encoding can make it fail; a
+file is read only when asked for, so a set is never in memory all at once.
 """
 from __future__ import annotations
 
@@ -20,8 +21,14 @@ _ROTATION = re.compile(r"^(?P<base>.+?)(?:\.(?P<n>\d+))?(?:\.gz)?$")
 class Source:
     stream: str      # the rotated set it belongs to (base name)
     path: Path
-    data: bytes
-    truncated: bool  # a gzip that ended early
+
+    def read(self) -> tuple[bytes, bool]:
+        """The file's bytes (UTF-16 recoded to UTF-8), and whether it is a gzip that ended early."""
+        try:
+            data, truncated = _read(self.path)
+        except OSError as e:
+            raise LogParseError(f"{self.path}: cannot be read ({e.strerror})") from None
+        return _utf8(data), truncated
 
 
 def _read(path: Path) -> tuple[bytes, bool]:
@@ -60,8 +67,8 @@ def expand(paths) -> list[Path]:
     return out
 
 
-def read_sources(paths) -> list[Source]:
-    """Every file under ``paths``, rotated sets grouped and ordered oldest first."""
+def list_sources(paths) -> list[Source]:
+    """Every file under ``paths``, rotated sets grouped and ordered oldest first (not yet read)."""
     files = expand(paths)
     groups: dict[str, list[tuple[int, Path]]] = {}
     for f in files:
@@ -71,9 +78,5 @@ def read_sources(paths) -> list[Source]:
     sources = []
     for stream, members in groups.items():
         for _, f in sorted(members, key=lambda x: -x[0]):
-            try:
-                data, truncated = _read(f)
-            except OSError as e:
-                raise LogParseError(f"{f}: cannot be read ({e.strerror})") from None
-            sources.append(Source(Path(stream).name, f, _utf8(data), truncated))
+            sources.append(Source(Path(stream).name, f))
     return sources

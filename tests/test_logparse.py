@@ -156,3 +156,12 @@ def test_cli_parse_writes_parquet_and_reports(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["skipped"] == 1
     assert len(pd.read_parquet(tmp_path / "e.parquet")) == out["events"]
+
+
+def test_bad_utf8_inside_a_captured_value_is_kept_not_fatal(tmp_path):
+    # found by the mutation corpus: this line made the parser raise ArrowInvalid
+    (tmp_path / "u.log").write_bytes(b"INFO:x:Loaded watermark: 2026-02-04T10:\xc50:00+00:00 (Keepa time: 1)\n")
+    p = parse_logs(tmp_path / "u.log")
+    assert p.stats["events"] == 1
+    assert json.loads(p.events["detail"].iloc[0]) == {"iso": "2026-02-04T10:\ufffd0:00+00:00"}
+

@@ -1,0 +1,535 @@
+/* keepa_ops._linescan: classify log lines and extract template fields in one pass.
+ *
+ * The native half of keepa_ops.linescan. The templates are not here: Python compiles
+ * them (keepa_ops/linescan.py) into a small program of ops, and this file interprets it.
+ * linescan.scan_reference gives the same answer with Python's `re`; tests compare the two.
+ *
+ * Matching is leftmost-first with backtracking, like `re` and RE2's submatch rules: a
+ * greedy run tries its longest length first, the lazy text op its shortest. Messages are
+ * matched at their start and need not be consumed to their end.
+ *
+ * Invariants: never reads outside [data+start, data+end); never writes past the buffers
+ * it was given (it checks their sizes first); holds no GIL while scanning.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { OP_LIT = 1, OP_NUM, OP_INT, OP_WORD, OP_DOTTED, OP_ID, OP_TOKEN, OP_TEXT, OP_SEP };
+enum { CLS_OTHER = 0, CLS_TOKEN, CLS_FAILED, CLS_JSON, CLS_BLANK, CLS_CONTINUATION, CLS_BAD };
+enum { TEXT_PROCESS = 0, TEXT_LOGGER, TEXT_TASKLOGGER, TEXT_CAPTURE, N_TEXT };
+#define FIELD_TEXT (-2)
+#define MAX_FIELDS 32
+
+typedef struct { uint8_t code; int8_t field; uint16_t len; const uint8_t *lit; } Op;
+typedef struct { int16_t kind, event; uint8_t extra; int nops; Op *ops; } Variant;
+typedef struct { uint8_t strict; uint16_t plen; const uint8_t *prefix; int nvar; Variant *vars; } Template;
+typedef struct { int ntempl; Template *templ; Variant *vars; Op *ops; } Program;
+
+typedef struct {
+    const uint8_t *num[MAX_FIELDS];
+    Py_ssize_t numlen[MAX_FIELDS];
+    const uint8_t *txt;
+    Py_ssize_t txtlen;
+} Caps;
+
+static const char *LEVELS[] = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"};
+static const char *SUFFIXES[] = {"Error", "Exception", "Exit", "Interrupt", "Warning"};
+
+static inline int is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
+static inline int is_upper(uint8_t c) { return c >= 'A' && c <= 'Z'; }
+static inline int is_word(uint8_t c) { return is_digit(c) || is_upper(c) || (c >= 'a' && c <= 'z') || c == '_'; }
+/* RE2's \s: [\t\n\f\r ] */
+static inline int is_space(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r'; }
+
+static inline int in_class(uint8_t code, uint8_t c) {
+    switch (code) {
+    case OP_WORD: return is_word(c);
+    case OP_DOTTED: return is_word(c) || c == '.';
+    case OP_ID: return is_word(c) || c == '-';
+    case OP_TOKEN: return !is_space(c);
+    case OP_INT: return is_digit(c);
+    }
+    return 0;
+}
+
+static inline const uint8_t *run(uint8_t code, const uint8_t *s, const uint8_t *e) {
+    while (s < e && in_class(code, *s)) s++;
+    return s;
+}
+
+/* ---- program ------------------------------------------------------------------ */
+
+static int rd(const uint8_t **p, const uint8_t *e, void *out, size_t n) {
+    if ((size_t)(e - *p) < n) return 0;
+    memcpy(out, *p, n);
+    *p += n;
+    return 1;
+}
+
+static void program_free(Program *pg) {
+    free(pg->templ);
+    free(pg->vars);
+    free(pg->ops);
+}
+
+/* Layout (little-endian): u32 ntempl, u32 nvar, u32 nops; per template: u8 strict, u16 plen,
+ * prefix, u16 nvar; per variant: i16 kind, i16 event, u8 extra, u16 nops; per op: u8 code,
+ * i8 field, u16 len, then len literal bytes. */
+static int program_load(Program *pg, const uint8_t *p, Py_ssize_t n) {
+    const uint8_t *e = p + n;
+    uint32_t nt, nv, no;
+    memset(pg, 0, sizeof *pg);
+    if (!rd(&p, e, &nt, 4) || !rd(&p, e, &nv, 4) || !rd(&p, e, &no, 4) || nt > 4096 || nv > 65536 || no > 1 << 20)
+        return 0;
+    pg->templ = calloc(nt + 1, sizeof(Template));
+    pg->vars = calloc(nv + 1, sizeof(Variant));
+    pg->ops = calloc(no + 1, sizeof(Op));
+    if (!pg->templ || !pg->vars || !pg->ops) return 0;
+    uint32_t vi = 0, oi = 0;
+    for (uint32_t t = 0; t < nt; t++) {
+        Template *T = &pg->templ[t];
+        uint16_t tv;
+        if (!rd(&p, e, &T->strict, 1) || !rd(&p, e, &T->plen, 2) || (size_t)(e - p) < T->plen) return 0;
+        T->prefix = p;
+        p += T->plen;
+        if (!rd(&p, e, &tv, 2) || vi + tv > nv || T->plen == 0) return 0;
+        T->nvar = tv;
+        T->vars = &pg->vars[vi];
+        for (uint16_t v = 0; v < tv; v++, vi++) {
+            Variant *V = &pg->vars[vi];
+            uint16_t vo;
+            if (!rd(&p, e, &V->kind, 2) || !rd(&p, e, &V->event, 2) || !rd(&p, e, &V->extra, 1) ||
+                !rd(&p, e, &vo, 2) || oi + vo > no)
+                return 0;
+            V->nops = vo;
+            V->ops = &pg->ops[oi];
+            for (uint16_t o = 0; o < vo; o++, oi++) {
+                Op *O = &pg->ops[oi];
+                if (!rd(&p, e, &O->code, 1) || !rd(&p, e, &O->field, 1) || !rd(&p, e, &O->len, 2)) return 0;
+                if (O->code < OP_LIT || O->code > OP_SEP || O->field >= MAX_FIELDS || O->field < FIELD_TEXT) return 0;
+                if (O->code == OP_LIT) {
+                    if ((size_t)(e - p) < O->len || O->len == 0) return 0;
+                    O->lit = p;
+                    p += O->len;
+                }
+            }
+        }
+    }
+    pg->ntempl = (int)nt;
+    return p == e && vi == nv && oi == no;
+}
+
+/* ---- matching ----------------------------------------------------------------- */
+
+static inline void cap(Caps *c, const Op *op, const uint8_t *s, const uint8_t *e) {
+    if (op->field >= 0) {
+        c->num[op->field] = s;
+        c->numlen[op->field] = e - s;
+    } else if (op->field == FIELD_TEXT) {
+        c->txt = s;
+        c->txtlen = e - s;
+    }
+}
+
+static int match(const Op *op, const Op *end, const uint8_t *s, const uint8_t *e, Caps *c) {
+    if (op == end) return 1;
+    switch (op->code) {
+    case OP_LIT:
+        if (e - s < op->len || memcmp(s, op->lit, op->len) != 0) return 0;
+        return match(op + 1, end, s + op->len, e, c);
+    case OP_NUM: { /* -?\d+(?:\.\d+)? */
+        const uint8_t *d = (s < e && *s == '-') ? s + 1 : s;
+        const uint8_t *de = run(OP_INT, d, e);
+        for (const uint8_t *q = de; q > d; q--) {
+            if (q == de && q + 1 < e && *q == '.' && is_digit(q[1])) {
+                const uint8_t *fe = run(OP_INT, q + 1, e);
+                for (const uint8_t *g = fe; g > q + 1; g--) {
+                    cap(c, op, s, g);
+                    if (match(op + 1, end, g, e, c)) return 1;
+                }
+            }
+            cap(c, op, s, q);
+            if (match(op + 1, end, q, e, c)) return 1;
+        }
+        return 0;
+    }
+    case OP_INT: case OP_WORD: case OP_DOTTED: case OP_ID: case OP_TOKEN: {
+        const uint8_t *re = run(op->code, s, e);
+        for (const uint8_t *q = re; q > s; q--) {
+            cap(c, op, s, q);
+            if (match(op + 1, end, q, e, c)) return 1;
+        }
+        return 0;
+    }
+    case OP_TEXT: /* [^\r\n]*? */
+        for (const uint8_t *q = s;; q++) {
+            cap(c, op, s, q);
+            if (match(op + 1, end, q, e, c)) return 1;
+            if (q >= e || *q == '\r' || *q == '\n') return 0;
+        }
+    case OP_SEP: { /* '?"?\s*[:=]\s*  (only one way to match) */
+        const uint8_t *q = s;
+        if (q < e && *q == '\'') q++;
+        if (q < e && *q == '"') q++;
+        while (q < e && is_space(*q)) q++;
+        if (q >= e || (*q != ':' && *q != '=')) return 0;
+        q++;
+        while (q < e && is_space(*q)) q++;
+        return match(op + 1, end, q, e, c);
+    }
+    }
+    return 0;
+}
+
+/* ---- line prefixes -------------------------------------------------------------- */
+
+static long long days_from_civil(long long y, int m, int d) {
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    long long yoe = y - era * 400;
+    long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static inline int num2(const uint8_t *s) { return (s[0] - '0') * 10 + (s[1] - '0'); }
+
+/* "YYYY-MM-DD HH:MM:SS,mmm": 1 if the shape is there; *ms is NaN when a field is out of
+ * range (glibc strptime's: month 1-12, day 1-31, hour 0-23, minute 0-59, second 0-61). */
+static int timestamp(const uint8_t *s, const uint8_t *e, double *ms) {
+    static const char shape[] = "dddd-dd-dd dd:dd:dd,ddd";
+    if (e - s < 23) return 0;
+    for (int i = 0; i < 23; i++) {
+        if (shape[i] == 'd' ? !is_digit(s[i]) : s[i] != (uint8_t)shape[i]) return 0;
+    }
+    int y = num2(s) * 100 + num2(s + 2), mo = num2(s + 5), d = num2(s + 8);
+    int h = num2(s + 11), mi = num2(s + 14), se = num2(s + 17);
+    int milli = (s[20] - '0') * 100 + num2(s + 21);
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 61) {
+        *ms = NAN;
+    } else {
+        long long sec = days_from_civil(y, mo, d) * 86400LL + h * 3600 + mi * 60 + se;
+        *ms = (double)(sec * 1000 + milli);
+    }
+    return 1;
+}
+
+/* One of LEVELS followed by `after` (a literal); returns the end of both or NULL. */
+static const uint8_t *level(const uint8_t *s, const uint8_t *e, const char *after) {
+    size_t na = strlen(after);
+    for (int i = 0; i < 5; i++) {
+        size_t n = strlen(LEVELS[i]);
+        if ((size_t)(e - s) >= n + na && memcmp(s, LEVELS[i], n) == 0 && memcmp(s + n, after, na) == 0)
+            return s + n + na;
+    }
+    return NULL;
+}
+
+static int continuation(const uint8_t *s, const uint8_t *e) {
+    static const char *starts[] = {"Traceback (most recent call last)", "During handling of the above",
+                                   "The above exception"};
+    if (s < e && (*s == ' ' || *s == '\t')) {
+        while (s < e && (*s == ' ' || *s == '\t')) s++;
+        return s < e && !is_space(*s);
+    }
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(starts[i]);
+        if ((size_t)(e - s) >= n && memcmp(s, starts[i], n) == 0) return 1;
+    }
+    const uint8_t *re = run(OP_DOTTED, s, e); /* [\w.]+(?:Error|...)\b */
+    for (const uint8_t *p = s + 1; p < re; p++) {
+        for (int i = 0; i < 5; i++) {
+            size_t n = strlen(SUFFIXES[i]);
+            if ((size_t)(e - p) >= n && memcmp(p, SUFFIXES[i], n) == 0 && (p + n == e || !is_word(p[n]))) return 1;
+        }
+    }
+    return 0;
+}
+
+static inline const uint8_t *first_cr(const uint8_t *s, const uint8_t *e) {
+    const uint8_t *r = memchr(s, '\r', e - s);
+    return r ? r : e;
+}
+
+/* ---- the scan ------------------------------------------------------------------- */
+
+typedef struct {
+    uint8_t *cls;
+    int64_t *lstart;
+    int32_t *tline;
+    int16_t *tkind, *tevent;
+    double *tts, *tfields;
+    int64_t *toffs;    /* N_TEXT columns of (nl + 1) offsets */
+    uint8_t *tdata;    /* N_TEXT columns of `cap` bytes */
+    Py_ssize_t nl, cap, nf;
+} Out;
+
+static void put_text(Out *o, int col, Py_ssize_t j, const uint8_t *s, Py_ssize_t n) {
+    int64_t *offs = o->toffs + col * (o->nl + 1);
+    if (s && n > 0) {
+        memcpy(o->tdata + col * o->cap + offs[j], s, n);
+        offs[j + 1] = offs[j] + n;
+    } else {
+        offs[j + 1] = offs[j];
+    }
+}
+
+static int dispatch(const Program *pg, const uint8_t *m, const uint8_t *me, const Variant **hit, Caps *c,
+                    const Template **tp) {
+    for (int t = 0; t < pg->ntempl; t++) {
+        const Template *T = &pg->templ[t];
+        if (me - m < T->plen || m[0] != T->prefix[0] || memcmp(m, T->prefix, T->plen) != 0) continue;
+        for (int v = 0; v < T->nvar; v++) {
+            const Variant *V = &T->vars[v];
+            if (V->extra) continue;
+            memset(c, 0, sizeof *c);
+            if (match(V->ops, V->ops + V->nops, m, me, c)) {
+                *hit = V;
+                *tp = T;
+                return CLS_TOKEN;
+            }
+        }
+        if (T->strict) return CLS_FAILED;
+    }
+    return CLS_OTHER;
+}
+
+static double number(const uint8_t *s, Py_ssize_t n) {
+    int neg = n > 0 && *s == '-';
+    uint64_t mant = 0;
+    int digits = 0, frac = -1;
+    for (Py_ssize_t i = neg; i < n; i++) {
+        if (s[i] == '.') { frac = 0; continue; }
+        if (mant || s[i] != '0') digits++;
+        mant = mant * 10 + (s[i] - '0');
+        if (frac >= 0) frac++;
+    }
+    static const double P10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    double v;
+    if (digits <= 15 && frac <= 22) { /* exact mantissa and power: one correctly rounded division */
+        v = frac > 0 ? (double)mant / P10[frac] : (double)mant;
+    } else {
+        char buf[64], *heap = NULL, *b = buf;
+        if (n >= (Py_ssize_t)sizeof buf) b = heap = malloc(n + 1);
+        if (!b) return NAN;
+        memcpy(b, s, n);
+        b[n] = 0;
+        v = strtod(b, NULL);
+        free(heap);
+        return v;
+    }
+    return neg ? -v : v;
+}
+
+static Py_ssize_t scan(const Program *pg, const uint8_t *data, Py_ssize_t start, Py_ssize_t end, Out *o,
+                       Py_ssize_t *ntok_out) {
+    Py_ssize_t li = 0, j = 0;
+    const uint8_t *p = data + start, *stop = data + end;
+    for (int c = 0; c < N_TEXT; c++) o->toffs[c * (o->nl + 1)] = 0;
+    while (p < stop) {
+        const uint8_t *nl = memchr(p, '\n', stop - p);
+        const uint8_t *le = nl ? nl + 1 : stop, *ce = nl ? nl : stop;
+        if (li >= o->nl) return -1;
+        o->lstart[li] = p - data;
+        uint8_t cls;
+        const uint8_t *m = NULL, *me = ce, *proc = NULL, *procend = NULL, *lg = NULL, *lgend = NULL;
+        double ts = NAN;
+        int prefix_ok = 0;
+        const uint8_t *w = p;
+        while (w < le && is_space(*w)) w++;
+        if (w == le) { /* only whitespace */
+            cls = CLS_BLANK;
+        } else if (p[0] == '{') {
+            cls = CLS_JSON;
+        } else {
+            const uint8_t *q;
+            if (p[0] == '[' && timestamp(p + 1, ce, &ts) && ce - p > 27 && p[24] == ':' && p[25] == ' ' &&
+                is_upper(p[26])) { /* [TS: LEVEL/process] */
+                q = p + 26;
+                while (q < ce && is_upper(*q)) q++;
+                if (q < ce && *q == '/') {
+                    proc = q + 1;
+                    procend = proc;
+                    while (procend < ce && (is_word(*procend) || *procend == '.' || *procend == '-')) procend++;
+                    if (procend > proc && ce - procend >= 2 && procend[0] == ']' && procend[1] == ' ') {
+                        prefix_ok = 1;
+                        m = procend + 2;
+                    }
+                }
+                if (!prefix_ok) ts = NAN;
+            } else if (timestamp(p, ce, &ts) && ce - p >= 26 && memcmp(p + 23, " - ", 3) == 0) {
+                prefix_ok = 1; /* TS - (logger - )?LEVEL - */
+                q = p + 26;
+                const uint8_t *r = run(OP_DOTTED, q, ce);
+                const uint8_t *after = (r > q && ce - r >= 3 && memcmp(r, " - ", 3) == 0) ? level(r + 3, ce, " - ") : NULL;
+                if (after) {
+                    lg = q;
+                    lgend = r;
+                    m = after;
+                } else {
+                    m = level(q, ce, " - ");
+                }
+                if (m) me = first_cr(m, ce);
+            } else if ((q = level(p, ce, ":")) != NULL) { /* LEVEL:logger: */
+                const uint8_t *r = run(OP_DOTTED, q, ce);
+                if (r > q && r < ce && *r == ':') {
+                    prefix_ok = 1;
+                    lg = q;
+                    lgend = r;
+                    m = r + 1;
+                    me = first_cr(m, ce);
+                }
+            }
+            if (!prefix_ok) {
+                cls = continuation(p, ce) ? CLS_CONTINUATION : CLS_BAD;
+            } else if (!m) {
+                cls = CLS_OTHER;
+            } else {
+                const uint8_t *tl = NULL, *tlend = NULL;
+                const uint8_t *r = run(OP_DOTTED, m, me); /* task logger: name[id]: */
+                if (r > m && r < me && *r == '[') {
+                    const uint8_t *i2 = run(OP_ID, r + 1, me);
+                    if (i2 > r + 1 && me - i2 >= 3 && memcmp(i2, "]: ", 3) == 0) {
+                        tl = m;
+                        tlend = r;
+                        m = i2 + 3;
+                        me = first_cr(m, me);
+                    }
+                }
+                const Variant *V = NULL;
+                const Template *T = NULL;
+                Caps c;
+                cls = m < me ? dispatch(pg, m, me, &V, &c, &T) : CLS_OTHER;
+                if (cls == CLS_TOKEN) {
+                    if (j >= o->nl) return -1;
+                    double *f = o->tfields + j * o->nf;
+                    for (Py_ssize_t k = 0; k < o->nf; k++) f[k] = NAN;
+                    o->tline[j] = (int32_t)li;
+                    o->tkind[j] = V->kind;
+                    o->tevent[j] = V->event;
+                    o->tts[j] = ts;
+                    for (int k = 0; k < V->nops; k++) {
+                        int fi = V->ops[k].field;
+                        if (fi >= 0 && fi < o->nf) f[fi] = number(c.num[fi], c.numlen[fi]);
+                    }
+                    put_text(o, TEXT_CAPTURE, j, c.txt, c.txtlen);
+                    for (int v = 0; v < T->nvar; v++) { /* extras: optional fields found anywhere */
+                        const Variant *X = &T->vars[v];
+                        if (!X->extra) continue;
+                        Caps xc;
+                        memset(&xc, 0, sizeof xc);
+                        if (!match(X->ops, X->ops + X->nops, m, me, &xc)) continue;
+                        for (int k = 0; k < X->nops; k++) {
+                            int fi = X->ops[k].field;
+                            if (fi >= 0 && fi < o->nf) f[fi] = number(xc.num[fi], xc.numlen[fi]);
+                        }
+                    }
+                    put_text(o, TEXT_PROCESS, j, proc, procend - proc);
+                    put_text(o, TEXT_LOGGER, j, lg, lgend - lg);
+                    put_text(o, TEXT_TASKLOGGER, j, tl, tlend - tl);
+                    j++;
+                }
+            }
+        }
+        o->cls[li++] = cls;
+        p = le;
+    }
+    if (li >= o->nl + 1) return -1;
+    o->lstart[li] = end;
+    *ntok_out = j;
+    return li;
+}
+
+/* scan(data, start, end, program, nfields, cls, lstart, tline, tkind, tevent, tts, tfields, toffs, tdata)
+ *   -> (lines, token lines). Output buffers are sized by the caller for nl lines, see linescan.py. */
+static PyObject *py_scan(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer data, prog, b[9];
+    Py_ssize_t start, end, nf;
+    memset(b, 0, sizeof b);
+    if (!PyArg_ParseTuple(args, "y*nny*nw*w*w*w*w*w*w*w*w*", &data, &start, &end, &prog, &nf, &b[0], &b[1], &b[2],
+                          &b[3], &b[4], &b[5], &b[6], &b[7], &b[8]))
+        return NULL;
+    PyObject *result = NULL;
+    Program pg;
+    Out o;
+    Py_ssize_t nl = b[0].len;
+    o.nl = nl;
+    o.cap = end - start;
+    o.nf = nf;
+    o.cls = b[0].buf;
+    o.lstart = b[1].buf;
+    o.tline = b[2].buf;
+    o.tkind = b[3].buf;
+    o.tevent = b[4].buf;
+    o.tts = b[5].buf;
+    o.tfields = b[6].buf;
+    o.toffs = b[7].buf;
+    o.tdata = b[8].buf;
+    if (start < 0 || end < start || end > data.len || nf < 0 || nf > MAX_FIELDS ||
+        b[1].len < (nl + 1) * 8 || b[2].len < nl * 4 || b[3].len < nl * 2 || b[4].len < nl * 2 ||
+        b[5].len < nl * 8 || b[6].len < nl * nf * 8 || b[7].len < N_TEXT * (nl + 1) * 8 ||
+        b[8].len < N_TEXT * o.cap) {
+        PyErr_SetString(PyExc_ValueError, "linescan: range or output buffers of the wrong size");
+        goto done;
+    }
+    if (!program_load(&pg, prog.buf, prog.len)) {
+        program_free(&pg);
+        PyErr_SetString(PyExc_ValueError, "linescan: malformed program");
+        goto done;
+    }
+    Py_ssize_t lines, ntok = 0;
+    Py_BEGIN_ALLOW_THREADS
+    lines = scan(&pg, data.buf, start, end, &o, &ntok);
+    Py_END_ALLOW_THREADS
+    program_free(&pg);
+    if (lines < 0) {
+        PyErr_SetString(PyExc_ValueError, "linescan: more lines than the output buffers hold");
+        goto done;
+    }
+    result = Py_BuildValue("nn", lines, ntok);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&prog);
+    for (int i = 0; i < 9; i++)
+        if (b[i].obj) PyBuffer_Release(&b[i]);
+    return result;
+}
+
+/* count_lines(data, start, end) -> the number of lines in data[start:end] (a last line may lack its newline) */
+static PyObject *py_count_lines(PyObject *self, PyObject *args) {
+    Py_buffer data;
+    Py_ssize_t start, end, n = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*nn", &data, &start, &end)) return NULL;
+    if (start < 0 || end < start || end > data.len) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_ValueError, "linescan: range outside the data");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    const uint8_t *p = (const uint8_t *)data.buf + start, *e = (const uint8_t *)data.buf + end;
+    while (p < e) {
+        const uint8_t *nl = memchr(p, '\n', e - p);
+        n++;
+        p = nl ? nl + 1 : e;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    return PyLong_FromSsize_t(n);
+}
+
+static PyMethodDef methods[] = {
+    {"count_lines", py_count_lines, METH_VARARGS, "The number of lines in data[start:end]."},
+    {"scan", py_scan, METH_VARARGS, "Classify lines and extract template fields (see keepa_ops.linescan)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_linescan", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__linescan(void) { return PyModule_Create(&module); }

@@ -1,0 +1,205 @@
+"""The line scanner: C and the re reference agree, templates mean what they say."""
+import math
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keepa_ops import linescan, logparse
+from keepa_ops.linescan import FIELDS, Program, Template
+from keepa_ops.logparse import PROGRAM, TEMPLATES, parse_logs
+from tests.test_logparse import SAMPLE
+
+PREFIXES = [b"[2026-02-04 10:00:01,481: WARNING/ForkPoolWorker-2] ", b"2026-02-04 10:00:01,481 - WARNING - ",
+            b"2026-02-04 10:00:01,481 - keepa_deals.backfiller - INFO - ", b"INFO:keepa_deals.token_manager:",
+            b"[2026-02-04 10:00:01,481: INFO/ForkPoolWorker-1] backfill_deals[9-z]: "]
+VALUES = {"num": ["24.00", "-3", "250", "0.5", "007", "12345678901234567890.5"], "int": ["0", "150", "99999"],
+          "word": ["update_recent_deals", "x"], "dotted": ["keepa_deals.backfiller.backfill_deals"],
+          "id": ["6f1c-aa"], "token": ["2026-02-04T10:00:00+00:00", "B0\xff"], "text": ["", "rate limit. soon"],
+          "sep": ["': ", " = ", ":"]}
+
+
+def render(pattern: str, rng: random.Random) -> tuple[str, dict]:
+    """An example message for ``pattern`` and the values its placeholders got."""
+    values = {}
+
+    def fill(m):
+        name, op = m.group(1), m.group(2) or "num"
+        v = rng.choice(VALUES[op])
+        if name:
+            values[name] = v
+        return v
+    return linescan._PLACEHOLDER.sub(fill, pattern), values
+
+
+def same_scan(a: linescan.Scan, b: linescan.Scan):
+    for f in ("line_start", "cls", "line", "kind", "event", "time_ms", "fields"):
+        x, y = getattr(a, f), getattr(b, f)
+        assert x.shape == y.shape and np.array_equal(x, y, equal_nan=True), f
+    for c in linescan.TEXT_COLUMNS:
+        assert a.text[c].to_pylist() == b.text[c].to_pylist(), c
+
+
+def both(data: bytes):
+    a = linescan.scan(data, 0, len(data), PROGRAM, native=True)
+    b = linescan.scan(data, 0, len(data), PROGRAM, native=False)
+    same_scan(a, b)
+    return a
+
+
+def test_the_native_scanner_is_built():
+    # without it parsing still works (the reference), but at a fraction of the speed #4 asks for
+    assert linescan.NATIVE
+
+
+def test_every_template_variant_parses_its_own_example():
+    rng = random.Random(1)
+    for t in TEMPLATES:
+        for event, pattern in t.variants:
+            for prefix in PREFIXES:
+                text, values = render(pattern, rng)
+                sc = both(prefix + text.encode("utf-8", "surrogateescape") + b"\n")
+                assert sc.cls.tolist() == [linescan.TOKEN], (pattern, text)
+                assert logparse.KIND_NAMES[sc.kind[0]] == t.kind
+                assert logparse.EVENT_NAMES[sc.event[0]] == event
+                for name, v in values.items():
+                    if name in FIELDS:
+                        assert sc.fields[0, FIELDS.index(name)] == float(v), (pattern, name)
+                    else:
+                        captured = sc.text["capture"][0].as_py()
+                        assert captured == v.encode("utf-8", "surrogateescape"), (pattern, name)
+
+
+def test_numbers_backtrack_like_a_regex():
+    # "250.5." then the literal "." : the number gives back its fraction only if it must
+    sc = both(b"INFO:x:[Heartbeat] Waiting for tokens... Current: 29.5. Target: 250.5.\n"
+              b"INFO:x:[Heartbeat] Waiting for tokens... Current: 29. Target: 250.5\n")
+    t, b = FIELDS.index("target"), FIELDS.index("balance")
+    assert sc.fields[0, b] == 29.5 and sc.fields[0, t] == 250.5
+    assert sc.fields[1, t] == 250   # "250" then the template's "." (the ".5" is left over)
+
+
+def test_times_are_validated_like_strptime():
+    sc = both(b"[2026-02-30 10:00:00,250: INFO/W-1] Tokens recovered (1 >= 3)\n"
+              b"[2026-13-01 10:00:00,000: INFO/W-1] Tokens recovered (1 >= 3)\n"
+              b"[2026-02-04 24:00:00,000: INFO/W-1] Tokens recovered (1 >= 3)\n")
+    assert pd.Timestamp(sc.time_ms[0], unit="ms") == pd.Timestamp("2026-03-02 10:00:00.250")  # rolls over
+    assert math.isnan(sc.time_ms[1]) and math.isnan(sc.time_ms[2])  # out of range: no time, still an event
+    assert sc.cls.tolist() == [linescan.TOKEN] * 3
+
+
+def test_line_classes():
+    lines = [b"", b" ", b"\t\r", b"    \t  ", b"{\"event\": 1}", b"  File \"x.py\", line 3", b"ValueError: boom",
+             b"Error: alone", b"a.b.CustomException", b"xErrorFoo", b"\xff\xfe junk",
+             b"[2026-02-04 10:00:00,000: INFO/W-1] Task handler raised error: (", b"INFO:x:Task foo bar",
+             b"INFO:x:", b"2026-02-04 10:00:00,000 - no level here"]
+    sc = both(b"\n".join(lines) + b"\n")
+    names = [linescan.CLASS_NAMES[c] for c in sc.cls]
+    assert names == ["blank", "blank", "blank", "blank", "json", "continuation", "continuation", "bad", "continuation",
+                     "bad", "bad", "failed", "other", "other", "other"]
+
+
+MUTATIONS = [b"9", b".", b"-", b" ", b"\r", b"'", b"\xff", b"12.5", b"[", b"]: ", b"\n", b"{", b"\t"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.randoms(use_true_random=False), st.integers(1, 40))
+def test_native_and_reference_agree_on_mutated_lines(rng, n):
+    pool = SAMPLE.splitlines()
+    for t in TEMPLATES:
+        for _, pattern in t.variants:
+            pool.append(rng.choice(PREFIXES) + render(pattern, rng)[0].encode("utf-8", "surrogateescape"))
+    out = []
+    for _ in range(n):
+        b = bytearray(rng.choice(pool))
+        for _ in range(rng.randint(0, 3)):
+            i = rng.randrange(len(b) + 1)
+            op = rng.random()
+            if op < 0.25:
+                b = b[:i]
+            elif op < 0.5 and i < len(b):
+                b[i] = rng.randrange(256)
+            elif op < 0.8:
+                b[i:i] = rng.choice(MUTATIONS)
+            else:
+                del b[i:i + rng.randint(1, 5)]
+        out.append(bytes(b))
+    both(b"\n".join(out) + rng.choice([b"", b"\n", b"\r\n"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2000))
+def test_native_and_reference_agree_on_random_bytes(junk):
+    both(junk)
+
+
+def test_templates_are_checked_when_compiled():
+    with pytest.raises(ValueError, match="unknown placeholder type 'float'"):
+        Program([Template("X", "x", (("wait", "X {wait:float}"),))], ["x"], ["wait"])
+    with pytest.raises(ValueError, match="must be one of balance"):
+        Program([Template("X", "x", (("wait", "X {speed}"),))], ["x"], ["wait"])
+    with pytest.raises(ValueError, match="at most one text field"):
+        Program([Template("X", "x", (("wait", "X {a:word} {b:word}"),))], ["x"], ["wait"])
+
+
+def test_the_c_boundary_refuses_bad_input_instead_of_crashing():
+    data = b"INFO:x:Tokens recovered (1 >= 3)\n" * 4
+    n = 4
+    bufs = [np.empty(n, np.uint8), np.empty(n + 1, np.int64), np.empty(n, np.int32), np.empty(n, np.int16),
+            np.empty(n, np.int16), np.empty(n, np.float64), np.empty(n * len(FIELDS), np.float64),
+            np.empty(4 * (n + 1), np.int64), np.empty(4 * len(data), np.uint8)]
+    scan = linescan._linescan.scan
+    assert scan(data, 0, len(data), PROGRAM.code, len(FIELDS), *bufs) == (4, 4)
+    with pytest.raises(ValueError, match="malformed program"):
+        scan(data, 0, len(data), PROGRAM.code[:-3], len(FIELDS), *bufs)
+    with pytest.raises(ValueError, match="range or output buffers"):
+        scan(data, 0, len(data) + 1, PROGRAM.code, len(FIELDS), *bufs)
+    with pytest.raises(ValueError, match="more lines than"):
+        scan(data[:9] + b"\n" + data[10:], 0, len(data), PROGRAM.code, len(FIELDS), *bufs)
+    short = list(bufs)
+    short[6] = np.empty(3, np.float64)
+    with pytest.raises(ValueError, match="range or output buffers"):
+        scan(data, 0, len(data), PROGRAM.code, len(FIELDS), *short)
+
+
+def frame_of(path) -> pd.DataFrame:
+    p = parse_logs(path)
+    ev = p.events.copy()
+    for c in ev.columns:
+        if isinstance(ev[c].dtype, pd.CategoricalDtype):
+            ev[c] = ev[c].astype(object)
+    return ev, p.stats, p.skipped
+
+
+def test_ranges_split_anywhere_give_the_same_events(tmp_path, monkeypatch):
+    f = tmp_path / "w.log"
+    f.write_bytes(SAMPLE * 7 + b"no newline at the end")
+    whole = frame_of(f)
+    monkeypatch.setattr(logparse, "CHUNK", 97)   # many ranges, lines longer than a range
+    parts = frame_of(f)
+    pd.testing.assert_frame_equal(whole[0], parts[0])
+    assert whole[1] == parts[1]
+    pd.testing.assert_frame_equal(whole[2], parts[2])
+
+
+def test_without_the_extension_parsing_gives_the_same_answer(tmp_path, monkeypatch):
+    from keepa_ops.incidents import make_incident_log
+
+    f = tmp_path / "w.log"
+    f.write_bytes(SAMPLE)
+    make_incident_log("seed_before_fix", tmp_path / "celery_worker.log")
+    native = frame_of(tmp_path)
+    monkeypatch.setattr(linescan, "NATIVE", False)
+    plain = frame_of(tmp_path)
+    pd.testing.assert_frame_equal(native[0], plain[0])
+    assert native[1] == plain[1]
+
+
+def test_template_text_is_the_documented_message():
+    # every template prefix is where its own variants start
+    for t in TEMPLATES:
+        for _, pattern in t.variants:
+            assert pattern.startswith(t.prefix), pattern
