@@ -241,29 +241,39 @@ def _json_time_ms(ts) -> float:
         return np.nan
 
 
+def _json_num(v):
+    """A JSON number as float; anything else (text, lists, booleans, infinities) as None."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf")
+    return float(v) if ok else None
+
+
 def _json_events(lines: list[tuple[str, int, bytes]]):
+    """keepa-ops' own event lines -> rows; a line that is not an object with a text
+    ``event`` is bad; a field of the wrong type is treated as absent."""
     rows = []
     bad = []
     for src, ln, raw in lines:
         try:
             d = json.loads(raw)
-            if not isinstance(d, dict) or "event" not in d:
+            if not isinstance(d, dict) or not isinstance(d.get("event"), str):
                 raise ValueError
-        except ValueError:
+        except (ValueError, RecursionError):
             bad.append((src, ln, raw))
             continue
         detail = {k: v for k, v in d.items() if k not in ("ts", "t", "event", "task", "balance", "target", "cost",
                                                          "items", "wait_s")}
-        ev = d.get("event")
-        cost = d.get("cost")
+        ev = d["event"]
+        cost, balance = _json_num(d.get("cost")), _json_num(d.get("balance"))
+        task = d.get("task")
         rows.append({
             "time": _json_time_ms(d.get("ts")),
-            "source": src, "line": ln, "process": None, "task": d.get("task"), "event": ev, "kind": "keepa_ops",
-            "balance": d.get("balance"), "target": d.get("target"), "wait": d.get("wait_s"),
+            "source": src, "line": ln, "process": None, "task": task if isinstance(task, str) else None,
+            "event": ev, "kind": "keepa_ops",
+            "balance": balance, "target": _json_num(d.get("target")), "wait": _json_num(d.get("wait_s")),
             "cost": cost, "consumed": cost if ev in ("spend", "429") else None,
-            "tokens_left": d.get("balance") if ev in ("spend", "429", "sync") else None,
-            "refill_rate": detail.get("refill_rate"), "items": d.get("items"), "threshold": None,
-            "detail": json.dumps(detail) if detail else None,
+            "tokens_left": balance if ev in ("spend", "429", "sync") else None,
+            "refill_rate": _json_num(detail.get("refill_rate")), "items": _json_num(d.get("items")),
+            "threshold": None, "detail": json.dumps(detail) if detail else None,
         })
     return rows, bad
 
@@ -490,16 +500,17 @@ def _reorder(df: pd.DataFrame, keys) -> pd.DataFrame:
 
 
 def _attribute(df: pd.DataFrame) -> pd.DataFrame:
-    """Give each line without a task the task its process is running (see module doc).
+    """Give each worker's line without a task the task that worker is running (see module doc).
 
     Within one (stream, process), a worker's start line opens a segment and its finish
-    line closes it; every line of a segment belongs to the task the segment names.
+    line closes it; every line of a segment belongs to the task the segment names. Lines
+    of Celery's MainProcess, and lines that name no process, run no task: left as they are.
     """
     if df.empty:
         return df
     proc_codes = df["process"].cat.codes.to_numpy()
     mainproc = np.flatnonzero(df["process"].cat.categories == "MainProcess")
-    worker = proc_codes != (mainproc[0] if len(mainproc) else -2)
+    worker = (proc_codes >= 0) & (proc_codes != (mainproc[0] if len(mainproc) else -2))
     ev = df["event"]
     starts = ((ev == "run_start").to_numpy() & worker).astype(np.int64)
     ends = ((ev == "run_finish").to_numpy() & worker).astype(np.int64)
@@ -512,7 +523,7 @@ def _attribute(df: pd.DataFrame) -> pd.DataFrame:
     explicit = np.where((ev == "skip").to_numpy(), np.nan, codes)  # a skip names a task NOT running here
     segment = (key << 32) + seg  # one int64 per (stream, process, segment): a single-key groupby
     seg_first = pd.Series(explicit).groupby(segment, sort=False).transform("first").to_numpy()
-    filled = np.where(np.isnan(codes), seg_first, codes)
+    filled = np.where(np.isnan(codes) & worker, seg_first, codes)
     cats = df["task"].cat.categories
     df["task"] = pd.Categorical.from_codes(np.where(np.isnan(filled), -1, filled).astype(np.int64),
                                            categories=cats)

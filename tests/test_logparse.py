@@ -165,3 +165,32 @@ def test_bad_utf8_inside_a_captured_value_is_kept_not_fatal(tmp_path):
     assert p.stats["events"] == 1
     assert json.loads(p.events["detail"].iloc[0]) == {"iso": "2026-02-04T10:\ufffd0:00+00:00"}
 
+
+def test_json_fields_of_the_wrong_type_are_absent_not_fatal(tmp_path):
+    (tmp_path / "j.log").write_bytes(
+        b'{"ts":"2026-02-05T10:17:00Z","event":"grant","task":"b","balance":"abc","items":"x","cost":true}\n'
+        b'{"ts":5,"event":"wait","task":["l"],"target":1e999}\n'
+        b'{"event":7}\n[1, 2]\n')
+    p = parse_logs(tmp_path / "j.log")
+    assert p.stats["events"] == 2 and p.stats["skipped"] == 2
+    grant = p.events[p.events["event"] == "grant"].iloc[0]
+    assert grant["task"] == "b" and pd_isna(grant["balance"]) and pd_isna(grant["items"]) and pd_isna(grant["cost"])
+    wait = p.events[p.events["event"] == "wait"].iloc[0]
+    assert pd_isna(wait["task"]) and pd_isna(wait["target"])
+
+
+def test_only_worker_lines_borrow_the_running_task(tmp_path):
+    (tmp_path / "w.log").write_bytes(
+        b"[2026-02-04 10:00:00,000: INFO/MainProcess] Task keepa_deals.backfiller.backfill_deals[1-a] received\n"
+        b"[2026-02-04 10:00:00,100: INFO/ForkPoolWorker-1] --- Task: backfill_deals started ---\n"
+        b"[2026-02-04 10:00:01,000: INFO/ForkPoolWorker-1] Tokens recovered (200 >= 180). Resuming.\n"
+        b"[2026-02-04 10:00:02,000: INFO/MainProcess] Tokens recovered (10 >= 5). Resuming.\n"
+        b"2026-02-04 10:00:03,000 - WARNING - Insufficient tokens (Current: 24.00, Target: 250). Waiting...\n"
+        b"[2026-02-04 10:00:04,000: INFO/ForkPoolWorker-1] Task keepa_deals.backfiller.backfill_deals[1-a] "
+        b"succeeded in 4.0s: None\n"
+        b"[2026-02-04 10:00:05,000: INFO/ForkPoolWorker-1] Tokens recovered (1 >= 1). Resuming.\n")
+    ev = parse_logs(tmp_path / "w.log").events.set_index("line")
+    assert ev.loc[3, "task"] == "backfill_deals"   # its worker runs backfill_deals
+    assert pd_isna(ev.loc[4, "task"])              # Celery's MainProcess runs no task
+    assert pd_isna(ev.loc[5, "task"])              # no process named: nothing to borrow
+    assert pd_isna(ev.loc[7, "task"])              # after the worker finished its task
