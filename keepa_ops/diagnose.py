@@ -111,7 +111,7 @@ class Diagnosis:
         for name, t in self.tasks.items():
             tgt = "?" if t["target"] is None else f"{t['target']:g}"
             lines.append(f"  {name:24} target {tgt:>6}  waits {t['waits']:>4}  longest {t['max_wait_s'] / 3600:6.2f} h  "
-                         f"grants {t['grants']:>5}  tokens {t['tokens']:>8g}  gave up {t['aborts']}")
+                         f"grants {t['grants']:>5}  tokens {t['tokens']:>9,.0f}  gave up {t['aborts']}")
         lines.append("evidence:")
         lines += [f"  - {e}" for e in self.evidence]
         rec = self.recommendation
