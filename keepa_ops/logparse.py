@@ -121,7 +121,6 @@ _FROM_FIELD = {"balance": "balance", "target": "target", "wait": "wait", "cost":
 
 # Events and template kinds travel as small integer codes until the frame is built.
 EVENT_NAMES = sorted({ev for t in TEMPLATES for ev, _ in t.variants} | {"skip", "run_finish", "abort"})
-_EV = {name: i for i, name in enumerate(EVENT_NAMES)}
 KIND_NAMES = list(dict.fromkeys([t.kind for t in TEMPLATES] + ["keepa_ops"]))
 _KIND = {name: i for i, name in enumerate(KIND_NAMES)}
 PROGRAM = linescan.Program(TEMPLATES, KIND_NAMES, EVENT_NAMES)
@@ -394,25 +393,32 @@ def _part(sc: linescan.Scan, source: str, stream: str) -> dict:
             full = np.full(len(sc.kind), -1, np.int32)
             full[w] = capture.codes
             task = task.where(mask, _Coded(full, capture.values))
-        names = DETAIL_FIELDS.get(kname, ())
-        values = {f: (capture.codes, capture.values) if f == text_name else sc.fields[w, FIELDS.index(f)]
-                  for f in names}
-        present = np.zeros(len(w), bool)
-        for v in values.values():
-            present |= v[0] >= 0 if isinstance(v, tuple) else ~np.isnan(v)
-        for i in np.flatnonzero(present):
-            d = {}
-            for f, v in values.items():
-                if isinstance(v, tuple):
-                    if v[0][i] >= 0:
-                        d[f] = v[1][v[0][i]]
-                elif not np.isnan(v[i]):
-                    d[f] = float(v[i])
-            detail_rows.append(w[i])
-            detail_text.append(json.dumps(d))
+        rows, text = _details(kname, text_name, capture, sc.fields[w])
+        detail_rows.extend(w[rows])
+        detail_text.extend(text)
     out["task"] = task
     out["detail"] = (np.asarray(detail_rows, np.int64), detail_text)
     return out
+
+
+def _details(kind: str, text_name: str | None, capture: _Coded, fields: np.ndarray):
+    """The DETAIL_FIELDS of one kind's rows as JSON: (rows that have any, their JSON)."""
+    names = DETAIL_FIELDS.get(kind, ())
+    present = np.zeros(len(fields), bool)
+    for f in names:
+        present |= capture.codes >= 0 if f == text_name else ~np.isnan(fields[:, FIELDS.index(f)])
+    rows = np.flatnonzero(present)   # usually few: a loop over them only
+    text = []
+    for i in rows:
+        d = {}
+        for f in names:
+            if f == text_name:
+                if capture.codes[i] >= 0:
+                    d[f] = capture.values[capture.codes[i]]
+            elif not np.isnan(v := fields[i, FIELDS.index(f)]):
+                d[f] = float(v)
+        text.append(json.dumps(d))
+    return rows, text
 
 
 def _empty_part() -> dict:
