@@ -481,9 +481,8 @@ def _frame(parts: list[dict]) -> pd.DataFrame:
             cols[c] = pd.array(text.take(pa.array(idx, mask=idx < 0)), dtype="string")
         else:
             cols[c] = np.concatenate([np.asarray(p[c], dtype="float64") for p in parts])
-        if c not in ("line", "source", "stream"):
-            for p in parts:
-                p[c] = None   # the frame's copy is made: let the part's go
+        for p in parts:
+            p[c] = None   # the frame's copy is made: let the part's go
     df = pd.DataFrame(cols, copy=False)
     # read order: a rotated set oldest file first, then line; JSON lines slot into their file
     files = np.concatenate([np.asarray(p["_file"], dtype="float64") for p in parts])
