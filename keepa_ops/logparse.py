@@ -51,6 +51,10 @@ TEMPLATES = [
     T("Tokens critically low", "recharge_enter", (
         ("wait", "Tokens critically low ({balance} < {threshold}). Entering Recharge Mode until {target}"),)),
     T("Recharge Mode Active", "recharge_wait", (("heartbeat", "Recharge Mode Active (Tokens: {balance}/{target})"),)),
+    T("Recharge Mode: ", "recharge_check", (
+        ("wait", "Recharge Mode: Tokens critically low ({balance}). Required wait: {wait}s"),
+        ("abort", "Recharge Mode: Still critically low after Sync ({balance}). Required wait: {wait}s. Exiting")),
+      strict=False),
     T("Burst threshold reached", "recharge_exit", (("grant", "Burst threshold reached ({balance} >= {target})"),)),
     T("Request blocked", "request_blocked", (
         ("abort", "Request blocked: Projected balance {balance} exceeds max deficit {target}"),)),
@@ -93,7 +97,15 @@ TEMPLATES = [
         ("run_finish", "Task Complete: Processed {scanned:int} scanned, upserted {items:int}"),)),
     T("Mid Refill Rate", "rate_adjust", (
         ("rate_adjust", "Mid Refill Rate ({rate}/min). Reducing SCAN_BATCH_SIZE to {items:int}"),)),
-    T("Task handler raised", "worker_lost", (("error", "Task handler raised error: {reason:word}"),)),
+    T("Low Refill Rate", "rate_adjust", (("rate_adjust", "Low Refill Rate ({rate}/min)"),), strict=False),
+    T("Found ", "found", (("found", "Found {items:int} new deals since watermark"),), strict=False),
+    # Celery's own lines about its pool: a process that died, a worker that (re)started or stopped
+    T("Task handler raised", "worker_lost", (("worker_lost", "Task handler raised error: WorkerLostError"),
+                                             ("error", "Task handler raised error: {reason:word}"))),
+    T("Process '", "process_exit", (("worker_exit", "Process '{reason:id}' pid:{:int} exited with"),),
+      strict=False),
+    T("celery@", "worker_ready", (("worker_ready", "celery@{:token} ready"),), strict=False),
+    T("worker: ", "worker_stop", (("worker_stop", "worker: {:word} shutdown"),), strict=False),
     # Celery's own task lines; "Task ..." that is not one of them is an ordinary line.
     T("Task ", "celery_task", tuple((ev, f"Task {{task:dotted}}[{{:id}}] {what}") for ev, what in (
         ("received", "received"), ("run_finish", "succeeded"), ("run_finish", "raised"), ("abort", "retry"),
@@ -105,7 +117,7 @@ del T
 DETAIL_FIELDS = {"backfill_resume": ("page", "chunk"), "backfill_saved": ("page", "chunk"),
                  "insufficient_tokens": ("limit",), "task_paused": ("reason",), "stop_trigger": ("reason",),
                  "watermark": ("iso",), "watermark_loaded": ("iso",), "ingest_complete": ("scanned",),
-                 "worker_lost": ("reason",)}
+                 "worker_lost": ("reason",), "process_exit": ("reason",)}
 
 # Legacy module -> task, for lines whose logger names their task's module.
 MODULE_TASKS = {"keepa_deals.simple_task": "update_recent_deals", "keepa_deals.backfiller": "backfill_deals",
@@ -227,10 +239,11 @@ class ParsedLog:
         return pd.concat([df, out], ignore_index=True).sort_values("time", kind="stable").reset_index(drop=True)
 
     def waits(self) -> pd.DataFrame:
-        """One row per wait interval: task, start, end, target, how it ended."""
-        from .diagnose import wait_intervals
+        """One row per wait of each run: task, start, end, target, how it ended (see diagnosis.waits)."""
+        from .diagnosis.runs import attribute
+        from .diagnosis.waits import wait_intervals
 
-        return wait_intervals(self.events)
+        return wait_intervals(attribute(self.events))
 
 
 def _json_time_ms(ts) -> float:
@@ -335,11 +348,102 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
                 part["detail"] = (rows, list(detail[rows]))
                 part["_file"] = np.full(len(g), order[src_name], dtype="float64")
                 parts.append(part)
+    _order_by_content(parts, sources, file_rows)
     events = _frame(parts)
     del parts
+    if len(sources) > 1:
+        events, stats["duplicate_events"] = _drop_repeated(events)
+    events, outliers = _time_outliers(events)
+    stats["time_outliers"] = len(outliers)
+    stats["time_outlier_lines"] = outliers[:20]
     stats["events"] = len(events)
     skipped = pd.DataFrame(skipped_rows, columns=["source", "line", "text"])
     return ParsedLog(events, stats, skipped, pd.DataFrame(file_rows))
+
+
+def _order_by_content(parts: list[dict], sources, file_rows: list[dict]) -> None:
+    """Read a rotated set in the order of the time in its files, not of their names.
+
+    A file's time is the median of its line times (robust to a stray timestamp); a file
+    with none keeps its place by name. Rewrites each part's ``_file`` read-order key.
+    """
+    times: dict[int, list] = {}
+    for p in parts:
+        f = p["_file"]
+        if len(f):
+            times.setdefault(int(f[0]), []).append(np.asarray(p["time"], dtype="float64"))
+    median = {}
+    for n, arrays in times.items():
+        t = np.concatenate(arrays)
+        t = t[~np.isnan(t)]
+        median[n] = float(np.median(t)) if len(t) else None
+    streams = list(dict.fromkeys(src.stream for src in sources))
+    rank = {}
+    for stream in streams:
+        members = [n for n, src in enumerate(sources) if src.stream == stream]
+        dated = sorted((median[n], n) for n in members if median.get(n) is not None)
+        # undated files keep their by-name slot among the dated ones
+        slots = iter(n for _, n in dated)
+        order = [next(slots) if median.get(n) is not None else n for n in members]
+        for n in order:
+            rank[n] = len(rank)
+    for p in parts:
+        f = p["_file"]
+        if len(f):
+            p["_file"] = np.full(len(f), rank[int(f[0])], dtype="float64")
+    for n, row in enumerate(file_rows):
+        row["read_order"] = rank.get(n, n)
+
+
+# What makes two events the same line, whichever file they came from (not the task: that is
+# attributed per stream, and a copy that starts mid-run knows less of it).
+_CONTENT = ["time", "process", "event", "balance", "target", "wait", "cost", "consumed", "tokens_left",
+            "refill_rate", "items", "threshold", "detail"]
+
+
+def _drop_repeated(events: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Drop an event repeated in another file (overlapping copies, a log beside its own
+    rotation); repeats inside one file are kept, they are what that file says."""
+    if events.empty:
+        return events, 0
+    again = events.duplicated(subset=_CONTENT, keep="first")
+    if not again.any():
+        return events, 0
+    within = events.duplicated(subset=_CONTENT + ["source"], keep="first")
+    drop = again & ~within
+    return events[~drop].reset_index(drop=True), int(drop.sum())
+
+
+OUTLIER_S = 2 * 86400.0   # a line this far from its neighbours' median time is misdated
+_OUTLIER_WINDOW = 11
+
+
+def _time_outliers(events: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """A line dated far from the lines around it (a clock jump, 2099) loses its time and takes
+    its neighbours', like a line with no time; it is reported as ``file:line``."""
+    if len(events) < 3:
+        return events, []
+    ms = events["time"].to_numpy().view(np.int64).astype("float64")
+    ms[events["time"].isna().to_numpy()] = np.nan
+    order = np.lexsort((events["line"].to_numpy(), events["source"].cat.codes.to_numpy()))
+    by_read = pd.Series(ms[order])
+    med = by_read.groupby(events["stream"].cat.codes.to_numpy()[order]).transform(
+        lambda s: s.rolling(_OUTLIER_WINDOW, center=True, min_periods=1).median()).to_numpy()
+    bad_sorted = np.abs(by_read.to_numpy() - med) > OUTLIER_S * 1000
+    if not bad_sorted.any():
+        return events, []
+    bad = np.zeros(len(events), bool)
+    bad[order[bad_sorted]] = True
+    where = [f"{s}:{ln}" for s, ln in zip(events.loc[bad, "source"], events.loc[bad, "line"])]
+    fixed = by_read.where(~bad_sorted)   # in read order: the neighbours' time, as for a timeless line
+    streams = events["stream"].cat.codes.to_numpy()[order]
+    fixed = fixed.groupby(streams).ffill().fillna(fixed.groupby(streams).bfill()).to_numpy()
+    new_ms = np.empty(len(events))
+    new_ms[order] = fixed
+    events = events.copy()
+    events["time"] = pd.to_datetime(new_ms, unit="ms")
+    t = events["time"].to_numpy().view(np.int64)
+    return _reorder(events, (events["line"].to_numpy(), events["stream"].cat.codes.to_numpy(), t)), where
 
 
 def _scan_file(data: bytes, name: str, stream: str, keep: int) -> list[dict]:

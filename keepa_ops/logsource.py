@@ -68,8 +68,15 @@ def expand(paths) -> list[Path]:
 
 
 def list_sources(paths) -> list[Source]:
-    """Every file under ``paths``, rotated sets grouped and ordered oldest first (not yet read)."""
-    files = expand(paths)
+    """Every file under ``paths`` once (a file named twice, or given beside its directory, is
+    read once), rotated sets grouped and ordered oldest first by name (not yet read; the
+    parser reorders a set by the time in its content)."""
+    seen, files = set(), []
+    for f in expand(paths):
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(f)
     groups: dict[str, list[tuple[int, Path]]] = {}
     for f in files:
         m = _ROTATION.match(f.name)
