@@ -15,13 +15,14 @@ The top-level API::
 from .bucket import TokenBucket
 from .clock import RealClock, VirtualClock
 from .config import Config, load_config, parse_config
-from .diagnose import Diagnosis, diagnose
+from .diagnosis import Diagnosis, diagnose
 from .engine import Engine
 from .errors import (ConfigError, KeepaError, KeepaOpsError, KeepaRequestRejected, KeepaUnavailable,
                      LogParseError, NotEnoughTokens)
 from .events import EventLog
 from .logparse import ParsedLog, parse_logs
-from .replay import rebuild_config, replay
+from .diagnosis.demand import rebuild_config
+from .replay import replay
 from .runner import run_live
 from .simulate import SimResult, simulate
 from .sweep import recommend, sweep

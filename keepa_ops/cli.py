@@ -124,7 +124,7 @@ def cmd_parse(args) -> int:
 
 
 def cmd_diagnose(args) -> int:
-    from .diagnose import diagnose
+    from .diagnosis import diagnose
     from .logparse import parse_logs
     from .schedule import parse_duration
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from keepa_ops.cli import main
-from keepa_ops.diagnose import diagnose
+from keepa_ops.diagnosis import diagnose
 from keepa_ops.incidents import INCIDENTS, make_incident_log
 from keepa_ops.logparse import parse_logs
 from keepa_ops.replay import replay
@@ -103,7 +103,7 @@ def test_our_own_event_log_diagnoses_like_the_legacy_one(tmp_path):
 
 @pytest.mark.parametrize("text,token_events", [
     (b"", 0),
-    (b"[2026-02-04 10:00:00,000: INFO/MainProcess] celery@host ready.\n", 0),
+    (b"[2026-02-04 10:00:00,000: INFO/MainProcess] celery@host ready.\n", 1),   # a worker start, no token line
     # the only two lines that survive from the incident: no task, no process, a day apart
     (b"2026-02-04 10:15:02,481 - WARNING - Insufficient tokens (Current: 24.00, Target: 250). Waiting...\n"
      b"2026-02-05 09:00:00,000 - WARNING - Insufficient tokens (Current: 37.00, Target: 50). Waiting for 216s.\n", 2),

@@ -143,7 +143,7 @@ def test_timeline_and_waits(tmp_path):
     assert tl["observed"].notna().sum() >= 5 and tl["interpolated"].notna().sum() > 10
     w = p.waits()
     up = w[w["task"] == "update_recent_deals"].iloc[0]
-    assert up["target"] == 250 and up["ended_by"] == "run_finish"
+    assert up["target"] == 250 and up["ended_by"] == "run_finished"
 
 
 def test_cli_parse_writes_parquet_and_reports(tmp_path, capsys):

@@ -1,0 +1,214 @@
+"""Evidence: what a log shows, measured once, for the verdict rules to read.
+
+* ``runs`` and ``waits`` (``runs.py``, ``waits.py``): waits per run, never per task name;
+* ``saved``: progress is saved work only: rows upserted, a backfill checkpoint or a
+  watermark that moved, ``Task Complete`` with a non-zero upsert count. Grants and
+  spends are not progress (a livelock spends all day and saves nothing);
+* ``rate`` (``rate.py``) with its source;
+* ``keepa_balance``: Keepa's own balance (``Tokens left``, ``tokensLeft``, a sync's new
+  value). The token manager's ``Current``, ``Projected balance`` and ``Request blocked``
+  numbers are its estimates and never count as Keepa's balance;
+* ``hungry``: per task, its stretches of wanting tokens with no saved work in between;
+* ``stalled``: tasks whose last run died, was lost to a restart or went silent while it
+  had work, and that never ran again (every tick since skips on the lock it left).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .rate import refill_rate
+from .runs import attribute, is_backfill
+from .waits import SILENT_MIN_S, silent_after, wait_intervals
+
+TOKEN_EVENTS = {"wait", "heartbeat", "grant", "spend", "abort", "429"}
+WANT = {"wait", "heartbeat", "abort"}
+STALL_MIN_S = 900.0
+
+
+@dataclass
+class Evidence:
+    events: pd.DataFrame          # attributed: ``task`` filled, ``run`` added
+    runs: pd.DataFrame
+    waits: pd.DataFrame
+    saved: pd.DataFrame           # time, task, what, items, where
+    spends: pd.DataFrame          # the calls Keepa charged: time, task, consumed, where
+    rate: float | None
+    rate_source: str
+    rate_how: str
+    keepa_balance: pd.DataFrame   # time, balance, where
+    tasks: dict
+    hungry: pd.DataFrame          # task, start, end, duration_s, aborts, where
+    stalled: list
+    start: pd.Timestamp | None
+    end: pd.Timestamp | None
+    attribution: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+    @property
+    def capacity(self) -> float | None:
+        return 60 * self.rate if self.rate else None
+
+
+def _where(row) -> str:
+    return f"{row['source']}:{int(row['line'])}"
+
+
+def _saved_work(ev: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    last_pos: dict[str, tuple] = {}
+    last_mark: dict[str, str] = {}
+    interesting = ev[ev["event"].isin(["upsert", "checkpoint", "resume", "watermark", "watermark_loaded",
+                                       "run_finish"]) & ev["task"].notna()]
+    for _, r in interesting.iterrows():
+        task, e = r["task"], r["event"]
+        d = json.loads(r["detail"]) if isinstance(r["detail"], str) else {}
+        if e == "upsert" and (pd.isna(r["items"]) or r["items"] > 0):
+            rows.append((r["time"], task, "upserted", r["items"], _where(r)))
+        elif e == "run_finish" and r["kind"] == "ingest_complete" and r["items"] == r["items"] and r["items"] > 0:
+            rows.append((r["time"], task, "upserted", r["items"], _where(r)))
+        elif e in ("checkpoint", "resume"):
+            pos = (d.get("page"), d.get("chunk"))
+            if e == "checkpoint" and pos != last_pos.get(task):
+                rows.append((r["time"], task, "checkpoint", np.nan, _where(r)))
+            last_pos[task] = pos
+        elif e in ("watermark", "watermark_loaded"):
+            mark = d.get("iso")
+            if e == "watermark" and mark != last_mark.get(task):
+                rows.append((r["time"], task, "watermark", np.nan, _where(r)))
+            last_mark[task] = mark
+    return pd.DataFrame(rows, columns=["time", "task", "what", "items", "where"])
+
+
+def _hungry(task: str, ev: pd.DataFrame, waits: pd.DataFrame, saved: pd.DataFrame, gap_s: float) -> list:
+    """Stretches in which ``task`` wanted tokens and saved nothing. A stretch is the span
+    of its waits and give-ups that no saved work separates and no idle gap over ``gap_s``."""
+    w = waits[waits["task"] == task]
+    aborts = ev.loc[(ev["task"] == task) & (ev["event"] == "abort"), ["time", "source", "line"]]
+    spans = [(s, e, 0, where) for s, e, where in zip(w["start"], w["end"], w["where"])]
+    spans += [(t, t, 1, f"{s}:{int(ln)}") for t, s, ln in zip(aborts["time"], aborts["source"], aborts["line"])]
+    if not spans:
+        return []
+    spans.sort(key=lambda x: x[0])
+    marks = np.sort(saved.loc[saved["task"] == task, "time"].to_numpy())
+    out, cur = [], None
+    for s, e, is_abort, where in spans:
+        if cur is not None:
+            # saved work logged at or after the last want and no later than this one separates them
+            progressed = np.searchsorted(marks, np.datetime64(cur[1]), side="left") < \
+                np.searchsorted(marks, np.datetime64(s), side="right")
+            idle = (s - cur[1]).total_seconds() > gap_s
+            if progressed or idle:
+                out.append(cur)
+                cur = None
+        if cur is None:
+            cur = [s, e, is_abort, where]
+        else:
+            cur[1] = max(cur[1], e)
+            cur[2] += is_abort
+    out.append(cur)
+    return [{"task": task, "start": s, "end": e, "duration_s": (e - s).total_seconds(), "aborts": a, "where": wh}
+            for s, e, a, wh in out]
+
+
+def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
+    """Measure everything the verdict rules need from parsed events."""
+    att = attribute(events)
+    ev = att.events
+    waits = wait_intervals(att)
+    saved = _saved_work(ev)
+    sp = ev[(ev["event"] == "spend") & (ev["consumed"].fillna(0) > 0)]
+    spends = pd.DataFrame({"time": sp["time"], "task": sp["task"].astype(object), "consumed": sp["consumed"],
+                           "kind": sp["kind"].astype(object),
+                           "where": [f"{s}:{int(ln)}" for s, ln in zip(sp["source"], sp["line"])]})
+    rate, source, how = refill_rate(ev)
+    kb = ev[ev["tokens_left"].notna()]
+    keepa_balance = pd.DataFrame({"time": kb["time"], "balance": kb["tokens_left"],
+                                  "where": [f"{s}:{int(ln)}" for s, ln in zip(kb["source"], kb["line"])]})
+    start, end = (ev["time"].min(), ev["time"].max()) if len(ev) else (None, None)
+    names = sorted(set(ev.loc[ev["event"].isin(TOKEN_EVENTS), "task"].dropna().astype(str)))
+    hungry = []
+    for name in names:
+        hungry += _hungry(name, ev, waits, saved, gap_s=bound_s)
+    hungry = pd.DataFrame(hungry, columns=["task", "start", "end", "duration_s", "aborts", "where"])
+    tasks = {}
+    for name in names:
+        e = ev[ev["task"] == name]
+        w = waits[waits["task"] == name]
+        s = spends[spends["task"] == name]
+        r = att.runs[(att.runs["task"] == name)]
+        targets = e.loc[e["event"].isin(["wait", "heartbeat", "abort"]), "target"].dropna()
+        tasks[name] = {
+            "target": float(targets.mode().iloc[0]) if len(targets) else None,
+            "waits": int(len(w)),
+            "max_wait_s": float(w["duration_s"].max()) if len(w) else 0.0,
+            "grants": int((s["kind"] != "fetched").sum()) if len(s) else int((e["event"] == "grant").sum()),
+            "tokens": float(s["consumed"].sum()),
+            "saved": int((saved["task"] == name).sum()),
+            "upserted": int(saved.loc[(saved["task"] == name) & (saved["what"] == "upserted"), "items"].fillna(0)
+                            .sum()),
+            "aborts": int((e["event"] == "abort").sum()),
+            "runs": int((r["ended_by"] != "skip").sum()),
+            "skips": int((att.skips["task"] == name).sum()) if len(att.skips) else 0,
+            "role": "backfiller" if is_backfill(name) or (e["event"].isin(["checkpoint", "resume"])).any()
+            else "upserter",
+        }
+    ev_info = Evidence(ev, att.runs, waits, saved, spends, rate, source, how, keepa_balance, tasks, hungry, [],
+                       start, end,
+                       attribution={"ambiguous_lines": att.ambiguous, "unattributed_lines": att.unattributed,
+                                    "inferred": att.inferred})
+    ev_info.stalled = _stalls(ev_info, att)
+    for name, t in tasks.items():
+        t["stalled"] = any(s["task"] == name for s in ev_info.stalled)
+    return ev_info
+
+
+def _stalls(evd: Evidence, att) -> list:
+    """Tasks that are dead at the end of the log, not waiting (see the module doc)."""
+    runs = att.runs
+    ev = evd.events
+    out = []
+    if runs.empty or evd.end is None:
+        return out
+    end_of_stream = ev.groupby(ev["stream"].cat.codes)["time"].max().to_dict() if hasattr(ev["stream"], "cat") \
+        else {}
+    for name in sorted(set(runs["task"].dropna())):
+        mine = runs[(runs["task"] == name) & (runs["ended_by"] != "skip")].sort_values("start")
+        if mine.empty:
+            continue
+        last = mine.iloc[-1]
+        log_end = end_of_stream.get(last["stream"], evd.end)
+        how, since, why = None, None, None
+        lines = ev[ev["run"] == last["run"]]
+        had_work = lines["event"].isin(WANT | {"grant", "spend"}).any() or not lines["event"].isin(
+            ["run_finish"]).any()
+        if last["ended_by"] in ("died", "restart") and had_work:
+            since = last["end"]
+            how = {"died": f"its process {last['process']} died ({last['end_where'] or 'WorkerLostError'})",
+                   "restart": f"the worker restarted under it ({last['end_where']})"}[last["ended_by"]]
+        elif last["ended_by"] == "open":
+            times = lines["time"].to_numpy()
+            gaps = np.diff(times).astype("timedelta64[ms]").astype("float64") / 1000.0
+            announced = lines["wait"].dropna()
+            limit = silent_after(float(announced.iloc[-1]) if len(announced) and pd.notna(lines["wait"].iloc[-1])
+                                 else None, gaps[gaps > 0])
+            if (log_end - last["last"]).total_seconds() > limit:
+                since = last["last"]
+                how = f"its run on {last['process'] or 'the worker'} went silent after {last['where']}"
+        if how is None:
+            continue
+        quiet = (log_end - since).total_seconds()
+        if quiet < max(STALL_MIN_S, SILENT_MIN_S):
+            continue
+        sk = att.skips[(att.skips["task"] == name) & (att.skips["time"] > since)] if len(att.skips) else att.skips
+        lock = len(sk) > 0
+        fix = (f"clear {name}'s lock (the dead run still holds it: {len(sk)} ticks since logged 'already running'), "
+               f"give the lock an expiry a little above the longest run, and restart the worker"
+               if lock else f"restart {name} (nothing has run it since), and give its lock an expiry")
+        out.append({"task": name, "since": since, "for_s": quiet, "how": how,
+                    "lock_held": lock, "skips_since": int(len(sk)), "where": last["end_where"] or last["where"],
+                    "fix": fix})
+    return out

@@ -1,0 +1,114 @@
+"""What to change, checked by replay before it is offered.
+
+* ``stall``: an operational fix (clear the named lock, give locks an expiry, restart the
+  worker), never a config change: no setting brings back a dead run.
+* ``healthy`` / ``insufficient_evidence``: nothing to change.
+* otherwise a keepa-ops config change (the ``priority`` policy, and batches cut until one
+  call of every task fits in one bound's refill; for a livelock, waiting instead of
+  exiting), plus the same fix in the legacy pipeline's own terms (batch size, target,
+  schedule, burst). Each is replayed on the demand rebuilt from the log
+  (``demand.rebuild_config``); a change is offered only if its replay starves nobody.
+
+Invariant: ``offered`` is True only for a change whose simulation removed the problem.
+"""
+from __future__ import annotations
+
+from ..simulate import simulate
+from .demand import rebuild_config
+
+
+def _cost(t: dict, batch: int) -> float:
+    return batch * t["cost_per_item"] + t.get("page_cost", 0)
+
+
+def _every_s(every) -> float | None:
+    from ..schedule import parse_duration
+
+    try:
+        return parse_duration(every, "every")
+    except Exception:  # continuous, cron
+        return None
+
+
+def recommend(evidence, finding, bound_s: float, check: bool = True) -> dict:
+    verdict = finding.verdict
+    if verdict == "stall":
+        fixes = [s["fix"] for s in evidence.stalled]
+        return {"offered": True, "kind": "operational", "change": {}, "operational": fixes,
+                "summary": "; ".join(fixes) + "."}
+    if verdict in ("healthy", "insufficient_evidence"):
+        return {"offered": False, "change": {},
+                "summary": "no change needed" if verdict == "healthy" else "nothing to recommend without evidence"}
+    if not evidence.rate:
+        return {"offered": False, "change": {}, "summary": "the log shows no refill rate, so no change can be "
+                                                           "checked; log Keepa's token status"}
+    base, assumptions = rebuild_config(evidence)
+    raw = base.to_dict()
+    rate, cap = evidence.rate, 60 * evidence.rate
+    budget = 0.9 * rate * bound_s / 60.0
+    tasks = raw["tasks"]
+    sizes = {n: t["batch_size"] for n, t in tasks.items()}
+    # Under priority each task is served within the bound only if one batch of every task fits in
+    # one bound's refill (policies.py): cut the largest batches until they do, with 10 % slack.
+    while sum(_cost(tasks[n], sizes[n]) for n in sizes) > budget or any(
+            _cost(tasks[n], sizes[n]) > cap for n in sizes):
+        n = max(sizes, key=lambda k: _cost(tasks[k], sizes[k]))
+        if sizes[n] <= 1:
+            break
+        sizes[n] -= 1
+    change: dict = {"policy": "priority", "starvation_bound": f"{bound_s:g}s"}
+    words = [f"switch the admission policy from '{raw.get('policy')}' to 'priority'"]
+    legacy_change, legacy = {}, []
+    for n, b in sizes.items():
+        if b != tasks[n]["batch_size"]:
+            change[f"tasks.{n}.batch_size"] = legacy_change[f"tasks.{n}.batch_size"] = b
+            words.append(f"cut {n}'s batch from {tasks[n]['batch_size']} to {b} ({_cost(tasks[n], b):.0f} tokens "
+                         f"a call, so one call of each task fits in {bound_s / 3600:g} h of refill)")
+            legacy.append(f"{n}: batch size {tasks[n]['batch_size']} -> {b} (target "
+                          f"{_cost(tasks[n], tasks[n]['batch_size']) + tasks[n]['threshold']:g} -> "
+                          f"{_cost(tasks[n], b) + tasks[n]['threshold']:g})")
+    if verdict == "livelock":
+        for n in tasks:
+            change[f"tasks.{n}.max_wait"] = legacy_change[f"tasks.{n}.max_wait"] = None
+            words.append(f"let {n} wait for its tokens instead of exiting")
+            legacy.append(f"{n}: drop the 'wait > 60 s: exit the task' rule (or hold Recharge Mode until the peek "
+                          f"and its commit both fit), so a run that has paid for its peek also commits")
+    for n, t in tasks.items():
+        change[f"tasks.{n}.priority"] = 1 if t["role"] == "upserter" else 2
+    culprit = finding.culprit
+    if verdict == "starvation" and culprit in tasks and tasks[culprit]["role"] == "upserter":
+        every = _every_s(tasks[culprit]["every"])
+        if every is not None and every < 600:
+            legacy_change[f"tasks.{culprit}.every"] = "600s"
+            legacy.append(f"{culprit}: Beat schedule every {every:g} s -> */10, which frees most of the refill "
+                          f"between its runs")
+    up = [n for n, t in tasks.items() if t["role"] == "upserter"]
+    legacy.append("give " + (", ".join(up) or "the live feed") + " priority in the token manager: a backfill "
+                  "call waits while a live-feed call waits, and is promoted only after waiting the bound "
+                  "(keepa-ops' priority gate)")
+    summary = "; ".join(words) + f" (upserter priority 1, backfiller 2, starvation bound {bound_s / 3600:g} h)."
+    out = {"offered": False, "kind": "config", "change": change, "summary": summary, "legacy": legacy,
+           "rebuilt": raw, "assumptions": assumptions}
+    if not check:
+        return out
+    hours = max(24.0, (evidence.end - evidence.start).total_seconds() / 3600)
+    try:
+        alt = base.with_overrides(change)
+    except Exception as e:  # the change itself is invalid for this demand: say so, do not guess
+        out["predicted"] = None
+        out["summary"] += f" Not offered: it is not a valid config for this demand ({e})."
+        return out
+    as_logged = simulate(base, hours).brief()
+    out["as_logged_simulated"] = {"hours": hours, **as_logged}
+    out["predicted"] = {"hours": hours, **simulate(alt, hours).brief()}
+    out["offered"] = out["predicted"]["starved"] == []
+    if legacy_change:
+        try:
+            lalt = base.with_overrides(legacy_change)
+            out["legacy_predicted"] = {"hours": hours, "change": legacy_change, **simulate(lalt, hours).brief()}
+        except Exception:
+            out["legacy_predicted"] = None
+    if not out["offered"]:
+        out["summary"] = ("No change found that removes the problem in a replay of the logged demand (tried: "
+                          + summary + f" It still starved {out['predicted']['starved']}.)")
+    return out

@@ -1,0 +1,268 @@
+"""Runs: which execution of which task each token line belongs to.
+
+A *run* is one task on one pool process, from its start until its own finish (the task's
+``finished`` line or Celery's ``succeeded``/``failed``/``raised``), its process's death
+(``Process 'ForkPoolWorker-N' ... exited``), a worker restart, or the next task that
+process starts. A duplicate that finds the task's lock held (``is already running``) is
+a *skip* of that task, never the end of the run that holds the lock.
+
+Attribution, per stream (one rotated set of files):
+
+* a line that names its worker process belongs to the run open on that process;
+* a line that names no process (``basicConfig`` formats, Python's default, our JSON) and
+  names no task belongs to one of the runs open in its stream, bracketed by the task
+  modules' own start/finish lines: the only one open; else the one whose target it
+  repeats; else the task whose module logged last; else it stays unattributed and is
+  counted as ambiguous.
+* a run whose start is not in the log (a rotation cut it off) takes its task from a line
+  that names it, from what only one task logs (backfill checkpoints), or from the skips
+  of the task whose lock it holds; each such inference is stated in ``inferred``.
+
+Invariant: every event row gets at most one run; a row in no run keeps its own task.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+# Lines only the backfill task logs, and lines only a deal-feed task (upserter, ingestor) logs.
+BACKFILL_EVENTS = {"checkpoint", "resume"}
+FEED_EVENTS = {"found", "upsert", "watermark", "watermark_loaded", "stop_trigger"}
+POOL_PROCESSES = {"MainProcess", "Beat"}
+# The legacy pipeline's tasks that call Keepa (legacy-logs spec). A line that names no task is
+# given to one of their open runs before any other task's (the Janitor, restriction checks), as
+# is any task seen naming itself on a token line.
+TOKEN_TASKS = {"update_recent_deals", "backfill_deals", "smart_ingestor"}
+TOKEN_EVENTS = {"wait", "heartbeat", "grant", "spend", "abort", "429", "sync"}
+
+
+def is_backfill(task: str | None) -> bool:
+    return bool(task) and "backfill" in task
+
+
+@dataclass
+class Run:
+    id: int
+    stream: int
+    process: str | None
+    task: str | None
+    start: pd.Timestamp
+    where: str                  # file:line of its first line
+    started_in_log: bool        # False: its start was before the log (or its rotation) began
+    end: pd.Timestamp | None = None
+    ended_by: str = "open"      # finished | died | restart | superseded | open
+    last: pd.Timestamp | None = None
+    end_where: str | None = None
+    last_target: float | None = None
+    hints: set = field(default_factory=set)
+
+
+@dataclass
+class Attribution:
+    """Events with their ``run`` (-1: none) and ``task`` filled in; the runs; the skips."""
+
+    events: pd.DataFrame
+    runs: pd.DataFrame
+    skips: pd.DataFrame          # time, task, stream, where: every 'is already running'
+    ambiguous: int
+    unattributed: int
+    inferred: list = field(default_factory=list)
+
+
+def _where(src, line) -> str:
+    return f"{src}:{int(line)}" if line == line else str(src)
+
+
+def attribute(events: pd.DataFrame) -> Attribution:
+    """Split ``events`` (any order) into runs; see the module doc for the rules."""
+    ev = events.sort_values("time", kind="stable").reset_index(drop=True)
+    n = len(ev)
+    times = ev["time"].tolist()
+    kinds = ev["event"].astype(object).tolist()
+    procs = ev["process"].astype(object).where(ev["process"].notna(), None).tolist()
+    tasks = ev["task"].astype(object).where(ev["task"].notna(), None).tolist()
+    streams = ev["stream"].cat.codes.tolist() if hasattr(ev["stream"], "cat") else \
+        pd.factorize(ev["stream"])[0].tolist()
+    srcs = ev["source"].astype(object).tolist()
+    lines = ev["line"].tolist()
+    targets = ev["target"].tolist()
+    kind_of = ev["kind"].astype(object).tolist()
+    details = ev["detail"].astype(object).where(ev["detail"].notna(), None).tolist()
+
+    runs: list[Run] = []
+    run_of = np.full(n, -1, dtype=np.int64)
+    on_process: dict[tuple, Run] = {}           # (stream, process) -> open run
+    by_task: dict[int, dict[str, Run]] = {}     # stream -> task -> open run (streams without processes)
+    last_named: dict[int, str] = {}
+    pending_skips: dict[tuple, int] = {}
+    skips = []
+    lost_at: dict[int, pd.Timestamp] = {}       # stream -> time of a WorkerLostError naming no process
+    ambiguous = unattributed = 0
+    token_tasks = set(TOKEN_TASKS)
+
+    def open_run(i, stream, process, task, in_log=True):
+        r = Run(len(runs), stream, process, task, times[i], _where(srcs[i], lines[i]), in_log, last=times[i])
+        runs.append(r)
+        return r
+
+    def close(r: Run, i, how):
+        if r.end is None:
+            r.end, r.ended_by, r.end_where = times[i], how, _where(srcs[i], lines[i])
+
+    def take(r: Run, i):
+        run_of[i] = r.id
+        r.last = times[i]
+        if targets[i] == targets[i] and kinds[i] in ("wait", "heartbeat", "abort"):
+            r.last_target = targets[i]
+        if kinds[i] in BACKFILL_EVENTS:
+            r.hints.add("backfill")
+        elif kinds[i] in FEED_EVENTS:
+            r.hints.add("feed")
+
+    for i in range(n):
+        e, proc, task, st = kinds[i], procs[i], tasks[i], streams[i]
+        if proc in POOL_PROCESSES:
+            if e == "worker_exit":
+                name = (json.loads(details[i]) if details[i] else {}).get("reason")
+                r = on_process.pop((st, name), None)
+                if r is not None:
+                    close(r, i, "died")
+            elif e == "worker_lost":
+                lost_at[st] = times[i]
+            elif e in ("worker_ready", "worker_stop"):
+                for key in [k for k in on_process if k[0] == st]:
+                    close(on_process.pop(key), i, "restart")
+                for r in by_task.pop(st, {}).values():
+                    close(r, i, "restart")
+            continue
+        if e == "skip" and task:
+            skips.append((times[i], task, st, _where(srcs[i], lines[i])))
+        if proc is not None:                       # a pool process: its own run
+            key = (st, proc)
+            cur = on_process.get(key)
+            if e in ("run_start", "skip"):
+                if cur is not None:
+                    close(cur, i, "superseded")
+                cur = on_process[key] = open_run(i, st, proc, task)
+                if e == "skip":
+                    cur.ended_by = "skip"
+                take(cur, i)
+            elif e == "run_finish":
+                if cur is not None:
+                    if cur.task is None:
+                        cur.task = task
+                    take(cur, i)
+                    close(cur, i, "skip" if cur.ended_by == "skip" else "finished")
+                    del on_process[key]
+            else:
+                if cur is None:
+                    cur = on_process[key] = open_run(i, st, proc, task, in_log=False)
+                elif cur.task is None and task:
+                    cur.task = task
+                take(cur, i)
+            continue
+        # no process named: bracket by the tasks' own lines within the stream
+        open_ = by_task.setdefault(st, {})
+        if task:
+            last_named[st] = task
+            if e in TOKEN_EVENTS:
+                token_tasks.add(task)
+            if e == "skip":
+                pending_skips[(st, task)] = pending_skips.get((st, task), 0) + 1
+                continue
+            if e == "run_finish" and kind_of[i] == "celery_task" and pending_skips.get((st, task), 0) > 0:
+                pending_skips[(st, task)] -= 1       # the skip's own 'succeeded'
+                continue
+            cur = open_.get(task)
+            if e == "run_start":
+                if cur is not None:
+                    close(cur, i, "superseded")
+                cur = open_[task] = open_run(i, st, None, task)
+            elif cur is None:
+                if e == "run_finish":
+                    continue
+                cur = open_[task] = open_run(i, st, None, task, in_log=False)
+            take(cur, i)
+            if e == "run_finish":
+                close(cur, i, "finished")
+                del open_[task]
+            continue
+        cands = list(open_.values())
+        if e in BACKFILL_EVENTS:
+            cands = [r for r in cands if is_backfill(r.task)]
+        elif e in FEED_EVENTS:
+            cands = [r for r in cands if not is_backfill(r.task)]
+        if not cands:
+            unattributed += 1
+            continue
+        if any(r.task in token_tasks for r in cands):
+            cands = [r for r in cands if r.task in token_tasks]
+        pick = None
+        if len(cands) == 1:
+            pick = cands[0]
+        else:
+            if targets[i] == targets[i]:
+                same = [r for r in cands if r.last_target == targets[i]]
+                if len(same) == 1:
+                    pick = same[0]
+            if pick is None:
+                pick = open_.get(last_named.get(st))
+                if pick not in cands:
+                    pick = None
+        if pick is None:
+            ambiguous += 1
+            continue
+        take(pick, i)
+        if e in BACKFILL_EVENTS or e in FEED_EVENTS:
+            last_named[st] = pick.task
+
+    # a run still open when its stream's pool reported a lost worker, and silent since: died then
+    for r in runs:
+        t = lost_at.get(r.stream)
+        if r.end is None and t is not None and r.process is not None and r.last <= t:
+            r.end, r.ended_by = t, "died"
+
+    inferred = _infer_tasks(runs, skips)
+    run_task = {r.id: r.task for r in runs}
+    filled = [run_task.get(int(k)) if k >= 0 else tasks[i] for i, k in enumerate(run_of)]
+    ev["run"] = run_of
+    ev["task"] = pd.Categorical(filled)
+    table = pd.DataFrame([{
+        "run": r.id, "stream": r.stream, "process": r.process, "task": r.task, "start": r.start, "end": r.end,
+        "last": r.last, "ended_by": r.ended_by, "where": r.where, "end_where": r.end_where,
+        "started_in_log": r.started_in_log} for r in runs],
+        columns=["run", "stream", "process", "task", "start", "end", "last", "ended_by", "where", "end_where",
+                 "started_in_log"])
+    sk = pd.DataFrame(skips, columns=["time", "task", "stream", "where"])
+    return Attribution(ev, table, sk, ambiguous, unattributed, inferred)
+
+
+def _infer_tasks(runs: list[Run], skips: list) -> list[str]:
+    """Name the runs whose start the log lacks, where the log says whose they are."""
+    said = []
+    names = {r.task for r in runs if r.task} | {s[1] for s in skips}
+    for r in runs:
+        if r.task is not None or r.ended_by == "skip":
+            continue
+        if "backfill" in r.hints:
+            cands = sorted(t for t in names if is_backfill(t))
+            why = "it saves backfill checkpoints"
+        else:
+            # the lock holder: a task whose every tick skips while this run is open, with no run of its own
+            end = r.end if r.end is not None else r.last
+            held = {s[1] for s in skips if s[2] == r.stream and r.start <= s[0] <= end}
+            busy = {o.task for o in runs if o is not r and o.task and o.ended_by != "skip"
+                    and o.start <= end and (o.end is None or o.end >= r.start)}
+            cands = sorted(held - busy)
+            why = "every tick of it logged 'already running' while this run was open, and no other run of it was"
+            if not cands and "feed" in r.hints:
+                cands = sorted(t for t in names if not is_backfill(t))
+                why = "it loads and moves the deal watermark"
+        if len(cands) == 1:
+            r.task = cands[0]
+            said.append(f"{r.where}: the run on {r.process or 'this stream'} began before the log; "
+                        f"taken as {r.task} because {why}.")
+    return said
