@@ -192,9 +192,7 @@ def _stalls(evd: Evidence, att) -> list:
         elif last["ended_by"] == "open":
             times = lines["time"].to_numpy()
             gaps = np.diff(times).astype("timedelta64[ms]").astype("float64") / 1000.0
-            announced = lines["wait"].dropna()
-            limit = silent_after(float(announced.iloc[-1]) if len(announced) and pd.notna(lines["wait"].iloc[-1])
-                                 else None, gaps[gaps > 0])
+            limit = silent_after(last["announced"], gaps[gaps > 0])
             if (log_end - last["last"]).total_seconds() > limit:
                 since = last["last"]
                 how = f"its run on {last['process'] or 'the worker'} went silent after {last['where']}"

@@ -11,9 +11,11 @@ Attribution, per stream (one rotated set of files):
 * a line that names its worker process belongs to the run open on that process;
 * a line that names no process (``basicConfig`` formats, Python's default, our JSON) and
   names no task belongs to one of the runs open in its stream, bracketed by the task
-  modules' own start/finish lines: the only one open; else the one whose target it
-  repeats; else the task whose module logged last; else it stays unattributed and is
-  counted as ambiguous.
+  modules' own start/finish lines: the only one open; else the run whose own task line
+  came just before it (within CALLER_S, and its target does not contradict); else the one
+  whose target it repeats; for a call, the run just granted; else the task whose own module logged last
+  (not a skip, not Celery's line about it); else it stays unattributed and is counted
+  as ambiguous.
 * a run whose start is not in the log (a rotation cut it off) takes its task from a line
   that names it, from what only one task logs (backfill checkpoints), or from the skips
   of the task whose lock it holds; each such inference is stated in ``inferred``.
@@ -32,6 +34,9 @@ import pandas as pd
 BACKFILL_EVENTS = {"checkpoint", "resume"}
 FEED_EVENTS = {"found", "upsert", "watermark", "watermark_loaded", "stop_trigger"}
 POOL_PROCESSES = {"MainProcess", "Beat"}
+POOL_EVENTS = {"worker_exit", "worker_lost", "worker_ready", "worker_stop"}
+QUIET_DEATH_S = 900.0
+CALLER_S = 2.0      # a token line this soon after a task's own line answers that task
 # The legacy pipeline's tasks that call Keepa (legacy-logs spec). A line that names no task is
 # given to one of their open runs before any other task's (the Janitor, restriction checks), as
 # is any task seen naming itself on a token line.
@@ -58,6 +63,9 @@ class Run:
     end_where: str | None = None
     last_target: float | None = None
     hints: set = field(default_factory=set)
+    maybe: pd.Timestamp | None = None   # the last line that could have been this run's (given to another
+                                        # by a weak rule, or left ambiguous): it was not silent until then
+    announced: float | None = None      # the re-check its last (possible) wait line announced, in seconds
 
 
 @dataclass
@@ -97,11 +105,13 @@ def attribute(events: pd.DataFrame) -> Attribution:
     on_process: dict[tuple, Run] = {}           # (stream, process) -> open run
     by_task: dict[int, dict[str, Run]] = {}     # stream -> task -> open run (streams without processes)
     last_named: dict[int, str] = {}
+    named_at: dict[int, pd.Timestamp] = {}
     pending_skips: dict[tuple, int] = {}
     skips = []
     lost_at: dict[int, pd.Timestamp] = {}       # stream -> time of a WorkerLostError naming no process
     ambiguous = unattributed = 0
     token_tasks = set(TOKEN_TASKS)
+    granted: dict[int, Run] = {}                # stream -> the run whose grant awaits its call
 
     def open_run(i, stream, process, task, in_log=True):
         r = Run(len(runs), stream, process, task, times[i], _where(srcs[i], lines[i]), in_log, last=times[i])
@@ -112,9 +122,13 @@ def attribute(events: pd.DataFrame) -> Attribution:
         if r.end is None:
             r.end, r.ended_by, r.end_where = times[i], how, _where(srcs[i], lines[i])
 
+    waits = ev["wait"].tolist()
+
     def take(r: Run, i):
         run_of[i] = r.id
         r.last = times[i]
+        if waits[i] == waits[i] and kinds[i] == "wait":
+            r.announced = waits[i]
         if targets[i] == targets[i] and kinds[i] in ("wait", "heartbeat", "abort"):
             r.last_target = targets[i]
         if kinds[i] in BACKFILL_EVENTS:
@@ -124,19 +138,23 @@ def attribute(events: pd.DataFrame) -> Attribution:
 
     for i in range(n):
         e, proc, task, st = kinds[i], procs[i], tasks[i], streams[i]
-        if proc in POOL_PROCESSES:
+        if e in POOL_EVENTS or proc in POOL_PROCESSES:
             if e == "worker_exit":
                 name = (json.loads(details[i]) if details[i] else {}).get("reason")
                 r = on_process.pop((st, name), None)
                 if r is not None:
                     close(r, i, "died")
+                else:
+                    lost_at.setdefault(st, []).append(times[i])
             elif e == "worker_lost":
-                lost_at[st] = times[i]
+                lost_at.setdefault(st, []).append(times[i])
             elif e in ("worker_ready", "worker_stop"):
                 for key in [k for k in on_process if k[0] == st]:
                     close(on_process.pop(key), i, "restart")
                 for r in by_task.pop(st, {}).values():
                     close(r, i, "restart")
+            continue
+        if e == "received":        # MainProcess took the message; no run has begun
             continue
         if e == "skip" and task:
             skips.append((times[i], task, st, _where(srcs[i], lines[i])))
@@ -167,7 +185,8 @@ def attribute(events: pd.DataFrame) -> Attribution:
         # no process named: bracket by the tasks' own lines within the stream
         open_ = by_task.setdefault(st, {})
         if task:
-            last_named[st] = task
+            if e != "skip" and kind_of[i] != "celery_task":   # the task's own module logged this
+                last_named[st], named_at[st] = task, times[i]
             if e in TOKEN_EVENTS:
                 token_tasks.add(task)
             if e == "skip":
@@ -200,30 +219,53 @@ def attribute(events: pd.DataFrame) -> Attribution:
             continue
         if any(r.task in token_tasks for r in cands):
             cands = [r for r in cands if r.task in token_tasks]
-        pick = None
+        pick, weak = None, False
         if len(cands) == 1:
             pick = cands[0]
         else:
-            if targets[i] == targets[i]:
+            caller = open_.get(last_named.get(st))
+            if caller in cands and (times[i] - named_at[st]).total_seconds() <= CALLER_S and (
+                    caller.last_target is None or caller.last_target == targets[i] or targets[i] != targets[i]):
+                pick = caller               # the token manager answering the task line just before it
+            if pick is None and targets[i] == targets[i]:
                 same = [r for r in cands if r.last_target == targets[i]]
                 if len(same) == 1:
                     pick = same[0]
+            if pick is None and e in ("spend", "429") and granted.get(st) in cands:
+                pick = granted[st]          # the call the run just granted makes
             if pick is None:
-                pick = open_.get(last_named.get(st))
+                pick, weak = open_.get(last_named.get(st)), True
                 if pick not in cands:
                     pick = None
+        if pick is None or weak:
+            for r in cands:
+                if r is not pick:
+                    r.maybe = times[i]
+                    if waits[i] == waits[i] and e == "wait":
+                        r.announced = max(r.announced or 0.0, waits[i])
         if pick is None:
             ambiguous += 1
             continue
         take(pick, i)
+        if e == "grant":
+            granted[st] = pick
+        elif e in ("spend", "429"):
+            granted.pop(st, None)
         if e in BACKFILL_EVENTS or e in FEED_EVENTS:
-            last_named[st] = pick.task
+            last_named[st], named_at[st] = pick.task, times[i]
 
-    # a run still open when its stream's pool reported a lost worker, and silent since: died then
+    # a run still open after its stream's pool lost a process it cannot name, that never logged
+    # again and stayed quiet a long while: it was the one that died
+    stream_end: dict[int, pd.Timestamp] = {}
+    for t, st in zip(times, streams):
+        stream_end[st] = t
     for r in runs:
-        t = lost_at.get(r.stream)
-        if r.end is None and t is not None and r.process is not None and r.last <= t:
-            r.end, r.ended_by = t, "died"
+        if r.end is not None:
+            continue
+        seen = max(r.last, r.maybe) if r.maybe is not None else r.last
+        after = [t for t in lost_at.get(r.stream, []) if t >= seen]
+        if after and (stream_end[r.stream] - seen).total_seconds() > QUIET_DEATH_S:
+            r.end, r.ended_by, r.end_where = after[0], "died", "a WorkerLostError that names no process"
 
     inferred = _infer_tasks(runs, skips)
     run_task = {r.id: r.task for r in runs}
@@ -232,10 +274,10 @@ def attribute(events: pd.DataFrame) -> Attribution:
     ev["task"] = pd.Categorical(filled)
     table = pd.DataFrame([{
         "run": r.id, "stream": r.stream, "process": r.process, "task": r.task, "start": r.start, "end": r.end,
-        "last": r.last, "ended_by": r.ended_by, "where": r.where, "end_where": r.end_where,
-        "started_in_log": r.started_in_log} for r in runs],
+        "last": r.last if r.maybe is None else max(r.last, r.maybe), "ended_by": r.ended_by, "where": r.where, "end_where": r.end_where,
+        "started_in_log": r.started_in_log, "announced": r.announced} for r in runs],
         columns=["run", "stream", "process", "task", "start", "end", "last", "ended_by", "where", "end_where",
-                 "started_in_log"])
+                 "started_in_log", "announced"])
     sk = pd.DataFrame(skips, columns=["time", "task", "stream", "where"])
     return Attribution(ev, table, sk, ambiguous, unattributed, inferred)
 

@@ -65,8 +65,8 @@ def wait_intervals(att) -> pd.DataFrame:
             if how == "open":
                 gaps = np.diff(np.asarray(times, dtype="datetime64[ms]")).astype("float64") / 1000.0
                 end = log_end[r["stream"]]
-                quiet = (end - open_["end"]).total_seconds()
-                if quiet > silent_after(open_["last_wait"], gaps[gaps > 0]):
+                quiet = (end - max(open_["end"], r["last"])).total_seconds()   # 'last' counts lines it may have written
+                if quiet > silent_after(r["announced"], gaps[gaps > 0]):
                     open_["ended_by"] = "silent"
                 else:
                     open_["ended_by"], open_["end"] = "open", end
