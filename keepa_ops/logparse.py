@@ -353,7 +353,7 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
     del parts
     if len(sources) > 1:
         events, stats["duplicate_events"] = _drop_repeated(events)
-    events, outliers = _time_outliers(events)
+    outliers = events.attrs.pop("time_outliers", [])
     stats["time_outliers"] = len(outliers)
     stats["time_outlier_lines"] = outliers[:20]
     stats["events"] = len(events)
@@ -414,36 +414,35 @@ def _drop_repeated(events: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return events[~drop].reset_index(drop=True), int(drop.sum())
 
 
-OUTLIER_S = 2 * 86400.0   # a line this far from its neighbours' median time is misdated
-_OUTLIER_WINDOW = 11
+OUTLIER_S = 2 * 86400.0   # a line this far from both its neighbours' times (which agree) is misdated
 
 
-def _time_outliers(events: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """A line dated far from the lines around it (a clock jump, 2099) loses its time and takes
-    its neighbours', like a line with no time; it is reported as ``file:line``."""
-    if len(events) < 3:
-        return events, []
-    ms = events["time"].to_numpy().view(np.int64).astype("float64")
-    ms[events["time"].isna().to_numpy()] = np.nan
-    order = np.lexsort((events["line"].to_numpy(), events["source"].cat.codes.to_numpy()))
-    by_read = pd.Series(ms[order])
-    med = by_read.groupby(events["stream"].cat.codes.to_numpy()[order]).transform(
-        lambda s: s.rolling(_OUTLIER_WINDOW, center=True, min_periods=1).median()).to_numpy()
-    bad_sorted = np.abs(by_read.to_numpy() - med) > OUTLIER_S * 1000
-    if not bad_sorted.any():
-        return events, []
-    bad = np.zeros(len(events), bool)
-    bad[order[bad_sorted]] = True
-    where = [f"{s}:{ln}" for s, ln in zip(events.loc[bad, "source"], events.loc[bad, "line"])]
-    fixed = by_read.where(~bad_sorted)   # in read order: the neighbours' time, as for a timeless line
-    streams = events["stream"].cat.codes.to_numpy()[order]
-    fixed = fixed.groupby(streams).ffill().fillna(fixed.groupby(streams).bfill()).to_numpy()
-    new_ms = np.empty(len(events))
-    new_ms[order] = fixed
-    events = events.copy()
-    events["time"] = pd.to_datetime(new_ms, unit="ms")
-    t = events["time"].to_numpy().view(np.int64)
-    return _reorder(events, (events["line"].to_numpy(), events["stream"].cat.codes.to_numpy(), t)), where
+def _time_outliers(ms: np.ndarray, stream: np.ndarray) -> np.ndarray:
+    """Rows (in read order) dated far from the lines around them, like one line stamped 2099.
+
+    A row is an outlier when its time jumps more than OUTLIER_S from the previous row of its
+    stream and jumps back to the next; at a stream's first or last row, when its one jump is
+    big and the neighbours beyond it agree. A real gap in a log jumps once and stays.
+    """
+    valid = np.flatnonzero(~np.isnan(ms))
+    bad = np.zeros(len(ms), bool)
+    if len(valid) < 3:
+        return bad
+    t, st = ms[valid], stream[valid]
+    d = np.diff(t)
+    same = st[1:] == st[:-1]
+    big = (np.abs(d) > OUTLIER_S * 1000) & same
+    edge_prev = np.r_[True, ~same]     # the row starts its stream's block
+    edge_next = np.r_[~same, True]
+    out = np.zeros(len(t), bool)
+    mid = big[:-1] & big[1:] & (np.sign(d[:-1]) != np.sign(d[1:]))
+    out[1:-1] = mid
+    calm_after = np.r_[~big[1:], False]          # the diff after the first jump is ordinary
+    out[:-1] |= edge_prev[:-1] & big & calm_after[: len(big)] & np.r_[same[1:], False]
+    calm_before = np.r_[False, ~big[:-1]]
+    out[1:] |= edge_next[1:] & big & calm_before & np.r_[False, same[:-1]]
+    bad[valid[out]] = True
+    return bad
 
 
 def _scan_file(data: bytes, name: str, stream: str, keep: int) -> list[dict]:
@@ -591,13 +590,23 @@ def _frame(parts: list[dict]) -> pd.DataFrame:
     # read order: a rotated set oldest file first, then line; JSON lines slot into their file
     files = np.concatenate([np.asarray(p["_file"], dtype="float64") for p in parts])
     df = _reorder(df, (cols["line"], files))
-    # Python's default format has no time: carry the neighbours' time within the stream.
+    # A misdated line (a clock jump, 2099) loses its time, reported as file:line ...
+    ms = df["time"].to_numpy().view(np.int64).astype("float64")
+    ms[df["time"].isna().to_numpy()] = np.nan
+    bad = _time_outliers(ms, df["stream"].cat.codes.to_numpy())
+    where = []
+    if bad.any():
+        where = [f"{s}:{ln}" for s, ln in zip(df.loc[bad, "source"], df.loc[bad, "line"])]
+        df.loc[bad, "time"] = pd.NaT
+    # ... and, like a line of Python's default format (no time), takes its neighbours' time in the stream.
     if df["time"].isna().any():
         by_stream = df.groupby("stream", observed=True)["time"]
         df["time"] = by_stream.ffill().fillna(by_stream.bfill())
     df = _attribute(df)
     t = df["time"].to_numpy().view(np.int64)
-    return _reorder(df, (df["line"].to_numpy(), df["stream"].cat.codes.to_numpy(), t))
+    df = _reorder(df, (df["line"].to_numpy(), df["stream"].cat.codes.to_numpy(), t))
+    df.attrs["time_outliers"] = where
+    return df
 
 
 def _reorder(df: pd.DataFrame, keys) -> pd.DataFrame:

@@ -290,7 +290,7 @@ def _infer_tasks(runs: list[Run], skips: list) -> list[str]:
         if r.task is not None or r.ended_by == "skip":
             continue
         if "backfill" in r.hints:
-            cands = sorted(t for t in names if is_backfill(t))
+            cands = sorted(t for t in names if is_backfill(t)) or sorted(t for t in TOKEN_TASKS if is_backfill(t))
             why = "it saves backfill checkpoints"
         else:
             # the lock holder: a task whose every tick skips while this run is open, with no run of its own

@@ -172,7 +172,7 @@ def recovery_deadlock_basic(d, fmt=None, seed=0):
                         bf=dict(batch=2, cost_per_item=20, threshold=0), per_hour=20.0, bf_at=2.0)
     assert "update_recent_deals" not in w.truth.saved and w.truth.saved["backfill_deals"] > 0
     return Incident("recovery_deadlock_basic", paths, ["starvation"], ["update_recent_deals"], "backfill_deals",
-                    refill=5, targets={"update_recent_deals": 50, "backfill_deals": 40}, truth=w.truth)
+                    refill=5, targets={"update_recent_deals": 55, "backfill_deals": 40}, truth=w.truth)
 
 
 def wait_for_max_tasklogger(d, fmt=None, seed=0):

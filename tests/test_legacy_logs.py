@@ -1,0 +1,174 @@
+"""Diagnosis on logs keepa-ops did not write: the development corpus of the legacy pipeline,
+and incident logs from an independent model of it (tests/legacy_model), in every format."""
+import gzip
+import json
+import shutil
+
+import pytest
+import yaml
+
+from keepa_ops.cli import main
+from keepa_ops.diagnosis import VERDICTS, diagnose
+from keepa_ops.logparse import parse_logs
+from tests.legacy_model import incidents as model
+
+CORPUS = __import__("pathlib").Path(__file__).parent / "data" / "legacy_corpus"
+EXPECTED = yaml.safe_load((CORPUS / "expected.yaml").read_text())
+
+
+def _right(d, verdict, starved, culprit, stalled=None):
+    assert d.verdict in verdict, d.report()
+    if d.verdict in ("starvation", "healthy"):
+        assert d.starved == starved, d.report()
+    if culprit:
+        assert d.culprit == culprit, d.report()
+    if stalled is not None:
+        assert [s["task"] for s in d.stalled] == stalled, d.report()
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return {name: diagnose(parse_logs([CORPUS / p for p in e["paths"]])) for name, e in EXPECTED.items()}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_development_corpus_is_diagnosed_right(corpus, name):
+    e, d = EXPECTED[name], corpus[name]
+    _right(d, e["verdict"], e["starved"], e["culprit"])
+    assert d.refill_per_minute == pytest.approx(e["refill_per_minute"], rel=0.03)
+    for task, target in e["targets"].items():
+        assert d.tasks[task]["target"] == target
+
+
+@pytest.mark.parametrize("name", [n for n, e in EXPECTED.items() if e["verdict"] != ["healthy"]])
+def test_recommendations_on_the_corpus_are_replayed_before_they_are_offered(corpus, name):
+    rec = corpus[name].recommendation
+    assert rec["offered"] and rec["predicted"]["starved"] == []
+    assert rec["legacy"], "the fix is also said in the legacy pipeline's own terms"
+
+
+def test_cli_json_carries_every_field_and_cites_lines(capsys):
+    e = EXPECTED["seed_incident_rotated"]
+    assert main(["diagnose", "--json"] + [str(CORPUS / p) for p in e["paths"]]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["verdict"] == "starvation" and out["starved"] == ["update_recent_deals"]
+    assert out["culprit"] == "backfill_deals" and out["stalled"] == []
+    assert out["refill_per_minute"] == 10 and out["refill_source"].startswith("wait_arithmetic")
+    for task in ("update_recent_deals", "backfill_deals"):
+        assert {"target", "waits", "max_wait_s", "grants", "tokens", "saved"} <= set(out["tasks"][task])
+    up = out["tasks"]["update_recent_deals"]
+    assert up["waits"] == 1 and up["saved"] == 0 and up["max_wait_s"] > 20 * 3600   # one run, one wait
+    assert out["tasks"]["backfill_deals"]["tokens"] == 13114                         # the log's own sum
+    assert any("celery_worker.log.1.gz:" in line for line in out["evidence"])
+    assert set(out["why_not"]) == set(VERDICTS) - {"starvation"}
+    assert out["recommendation"]["offered"]
+
+
+def test_the_live_file_alone_still_names_the_waiting_run(tmp_path):
+    """Given only the live half of a rotated pair, the Upserter's run started before the log: its
+    task follows from the lock it holds (every tick skips), and the inference is stated."""
+    d = diagnose(parse_logs(CORPUS / "seed_incident_rotated" / "celery_worker.log"), check=False)
+    assert d.verdict == "starvation" and d.starved == ["update_recent_deals"] and d.culprit == "backfill_deals"
+    assert any("began before the log" in line for line in d.evidence)
+
+
+def test_a_run_nothing_names_is_insufficient_evidence_with_the_real_reason(tmp_path):
+    lines = [
+        "[2026-03-11 07:31:46,002: WARNING/ForkPoolWorker-3] Insufficient tokens (Current: 37.00, Target: 210). "
+        "Waiting for 1038s.",
+        "[2026-03-11 07:49:17,473: WARNING/ForkPoolWorker-3] Insufficient tokens (Current: 207.00, Target: 210). "
+        "Waiting for 18s.",
+        "[2026-03-11 07:49:47,527: INFO/ForkPoolWorker-3] Tokens recovered (212.00 >= 210). Resuming.",
+        "[2026-03-11 07:49:49,663: INFO/ForkPoolWorker-3] Batch API call successful. Tokens consumed: 106. "
+        "Tokens left: 106"]
+    (tmp_path / "celery_worker.log").write_text("\n".join(lines) + "\n")
+    d = diagnose(parse_logs(tmp_path / "celery_worker.log"))
+    assert d.verdict == "insufficient_evidence"
+    assert "older files" in d.evidence[0] and "worker process" not in d.evidence[0]
+
+
+# -- bad input ------------------------------------------------------------------------------------
+def _seed_tasks(d):
+    return {n: (t["grants"], t["tokens"], t["saved"]) for n, t in d.tasks.items()}
+
+
+def test_overlapping_input_counts_once(tmp_path):
+    src = CORPUS / "seed_incident_rotated"
+    shutil.copytree(src, tmp_path / "logs")
+    once = diagnose(parse_logs(sorted((tmp_path / "logs").iterdir())), check=False)
+    twice = diagnose(parse_logs([tmp_path / "logs", tmp_path / "logs" / "celery_worker.log",
+                                 tmp_path / "logs" / "celery_worker.log"]), check=False)
+    shutil.copy(src / "celery_worker.log", tmp_path / "logs" / "celery_worker.log.bak")   # a copy beside it
+    copied = parse_logs(tmp_path / "logs")
+    assert _seed_tasks(twice) == _seed_tasks(once)
+    assert _seed_tasks(diagnose(copied, check=False)) == _seed_tasks(once)
+    assert copied.stats["duplicate_events"] > 1000
+
+
+def test_a_rotated_set_is_read_in_the_order_of_its_content(tmp_path):
+    """Names say .1 is older; here the operator renamed them the wrong way round."""
+    src = CORPUS / "seed_incident_rotated"
+    (tmp_path / "celery_worker.log").write_bytes(gzip.decompress((src / "celery_worker.log.1.gz").read_bytes()))
+    shutil.copy(src / "celery_worker.log", tmp_path / "celery_worker.log.1")
+    d = diagnose(parse_logs(tmp_path), check=False)
+    _right(d, ["starvation"], ["update_recent_deals"], "backfill_deals")
+    assert d.tasks["update_recent_deals"]["waits"] == 1
+
+
+def test_a_line_dated_2099_is_an_outlier_not_a_640000_hour_wait(tmp_path):
+    text = (CORPUS / "healthy_refill10.log").read_text().splitlines()
+    k = next(i for i, line in enumerate(text) if "Insufficient tokens" in line and i > 3000)
+    text[k] = text[k].replace("[2026-03-0", "[2099-03-0")
+    (tmp_path / "healthy.log").write_text("\n".join(text) + "\n")
+    parsed = parse_logs(tmp_path / "healthy.log")
+    assert parsed.stats["time_outliers"] == 1 and parsed.stats["time_outlier_lines"][0].endswith(f":{k + 1}")
+    d = diagnose(parsed, check=False)
+    assert d.verdict == "healthy" and max(t["max_wait_s"] for t in d.tasks.values()) < 3600
+
+
+def test_lines_without_times_say_so(tmp_path):
+    body = "\n".join(["INFO:keepa_deals.backfiller:--- Task: backfill_deals started ---",
+                      "WARNING:keepa_deals.token_manager:Insufficient tokens (Current: 24.00, Target: 180). "
+                      "Waiting for 1872s.",
+                      "INFO:keepa_deals.keepa_api:Batch API call successful. Tokens consumed: 100. Tokens left: 80"])
+    (tmp_path / "x.log").write_text(body + "\n")
+    d = diagnose(parse_logs(tmp_path / "x.log"))
+    assert d.verdict == "insufficient_evidence" and "times" in d.evidence[0]
+
+
+# -- the independent model of the legacy system --------------------------------------------------
+FORMATS = ("celery", "celery_tasklogger", "named", "basic")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("make", model.ALL, ids=lambda m: m.__name__)
+def test_model_incidents_are_diagnosed_right_in_every_format(tmp_path, make, fmt):
+    inc = make(tmp_path, fmt=fmt)
+    d = diagnose(parse_logs(inc.paths), check=False)
+    culprit = inc.culprit
+    if inc.verdict == ["deficit_spiral"] and fmt in ("named", "basic"):
+        culprit = None   # same gate, same lines, no process: whose big call it was is not in the log
+    _right(d, inc.verdict, inc.starved, culprit, inc.stalled)
+    if inc.refill:
+        assert d.refill_per_minute == pytest.approx(inc.refill, rel=0.03)
+    for task, target in inc.targets.items():
+        if target is not None:
+            assert d.tasks[task]["target"] == target
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("make", [model.seed_after_fix_basic, model.killed_upserter_stall, model.healthy_named,
+                                  model.healthy_through_a_deploy, model.peek_commit_livelock],
+                         ids=lambda m: m.__name__)
+def test_model_incidents_hold_for_other_seeds(tmp_path, make, seed):
+    inc = make(tmp_path, seed=seed)
+    _right(diagnose(parse_logs(inc.paths), check=False), inc.verdict, inc.starved, inc.culprit, inc.stalled)
+
+
+def test_stall_recommendation_is_operational(tmp_path):
+    inc = model.killed_upserter_stall(tmp_path)
+    d = diagnose(parse_logs(inc.paths))
+    assert d.verdict == "stall" and d.recommendation["kind"] == "operational"
+    s = d.stalled[0]
+    assert s["lock_held"] and s["skips_since"] > 10 and "clear update_recent_deals's lock" in s["fix"]
+    assert d.recommendation["change"] == {}
