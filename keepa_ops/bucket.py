@@ -1,6 +1,6 @@
 """Keepa's token bucket.
 
-Invariants (see ../shared/spec/keepa-api.md):
+Invariants (Keepa's documented token rules):
 
 * the balance refills ``refill_per_minute``, continuously or in one step per
   minute, and never rises above ``capacity`` (default 60 x refill: tokens expire

@@ -1,4 +1,4 @@
-"""An embedded fake Keepa server on 127.0.0.1, faithful to ../shared/spec/keepa-api.md.
+"""An embedded fake Keepa server on 127.0.0.1, faithful to Keepa's documented token rules.
 
 Invariants:
 * one token bucket per key, check-and-debit under one lock; refill first, then

@@ -4,7 +4,7 @@ Used to make realistic incident logs whose ground truth is known (the simulator'
 so "simulate, emit, parse, diagnose" can be checked end to end.
 
 Invariants: every line uses the Celery worker default format with the message
-templates of ../shared/spec/legacy-logs.md; token-manager lines carry no task name
+templates of the legacy pipeline's logs; token-manager lines carry no task name
 (only the worker process tells whose they are), as in production; lines are in
 time order.
 """

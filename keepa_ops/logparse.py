@@ -34,7 +34,7 @@ CHUNK = 16 << 20
 THREADS = 2
 
 T = Template
-# The token story's messages (../shared/spec/legacy-logs.md), first matching prefix wins.
+# The token story's messages (the legacy pipeline's log formats), first matching prefix wins.
 TEMPLATES = [
     T("Insufficient tokens", "insufficient_tokens", (
         ("wait", "Insufficient tokens (Current: {balance}, Target: {target}). Waiting for {wait}s"),
