@@ -57,7 +57,7 @@ TEMPLATES = [
       strict=False),
     T("Burst threshold reached", "recharge_exit", (("grant", "Burst threshold reached ({balance} >= {target})"),)),
     T("Request blocked", "request_blocked", (
-        ("abort", "Request blocked: Projected balance {balance} exceeds max deficit {target}"),)),
+        ("abort", "Request blocked: Projected balance {balance} exceeds max deficit {threshold}"),)),
     T("Zero or negative tokens", "zero_tokens", (
         ("wait", "Zero or negative tokens. Have: {balance}. Waiting for {wait} seconds"),)),
     T("Low tokens", "low_tokens", (

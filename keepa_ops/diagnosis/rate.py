@@ -25,6 +25,7 @@ MIN_SLOPE_GAP_S = 60.0
 MAX_SLOPE_GAP_S = 900.0
 NEAR_CAP = 0.97
 MIN_ARITHMETIC_LINES = 3
+PROJECTIONS = {"request_blocked"}
 
 
 def _snap(r: float) -> float:
@@ -77,7 +78,9 @@ def _from_wait_arithmetic(events: pd.DataFrame):
 
 
 def _from_slopes(events: pd.DataFrame):
-    obs = events.assign(b=events["tokens_left"].where(events["tokens_left"].notna(), events["balance"]))
+    # the token manager's projections (a reserve it made, a request it blocked) are not balances
+    own = events[~events["kind"].isin(PROJECTIONS)]
+    obs = own.assign(b=own["tokens_left"].where(own["tokens_left"].notna(), own["balance"]))
     obs = obs.dropna(subset=["b", "time"]).sort_values("time", kind="stable")
     if len(obs) < 2:
         return None, ""

@@ -93,8 +93,9 @@ def unreachable_target(e: Evidence, bound_s: float) -> Finding:
 
 def deficit_spiral(e: Evidence, bound_s: float) -> Finding:
     """Keepa's own balance (tokensLeft) goes deeper below zero than DEFICIT_MINUTES of refill,
-    in at least DEFICIT_EPISODES separate dips: oversized calls at small balances leave every
-    task waiting out the debt. The token manager's projections do not count."""
+    in at least DEFICIT_EPISODES separate dips or for longer than the bound in one: oversized
+    calls at small balances leave every task waiting out the debt. The token manager's
+    projections do not count."""
     kb = e.keepa_balance.sort_values("time")
     if kb.empty or not e.rate:
         return Finding("deficit_spiral", False, "the log shows no Keepa balance (tokensLeft) or no refill rate")
@@ -111,10 +112,18 @@ def deficit_spiral(e: Evidence, bound_s: float) -> Finding:
     deep = kb[kb["balance"] < depth]
     lowest = float(vals.min())
     deep_episodes = sum(1 for s, t in zip(starts, ends) if (vals[s:t] < depth).any())
-    if deep_episodes < DEFICIT_EPISODES:
+    # or one dip that stays deep for longer than the bound
+    deep_for = 0.0
+    for s_, t_ in zip(starts, ends):
+        seg = kb.iloc[s_:t_]
+        under = seg.loc[seg["balance"] < depth, "time"]
+        if len(under):
+            deep_for = max(deep_for, (under.iloc[-1] - under.iloc[0]).total_seconds())
+    if deep_episodes < DEFICIT_EPISODES and deep_for <= bound_s:
         return Finding("deficit_spiral", False,
                        f"Keepa's balance went below {depth:g} ({DEFICIT_MINUTES:g} min of refill) in "
-                       f"{deep_episodes} dip(s), fewer than {DEFICIT_EPISODES}; lowest {lowest:g}")
+                       f"{deep_episodes} dip(s), fewer than {DEFICIT_EPISODES}, and never stayed there for "
+                       f"{_h(bound_s)}; lowest {lowest:g}")
     big = e.spends.groupby("task")["consumed"].median() if len(e.spends) else pd.Series(dtype=float)
     culprit = str(big.idxmax()) if len(big) else None
     waiting = sorted(set(e.waits["task"].dropna()))

@@ -167,7 +167,7 @@ def recovery_deadlock_basic(d, fmt=None, seed=0):
     """S4: the Backfiller spends 2 x 20 whenever it has 40, so the balance stays under 40; the
     cost-5 Upserter waits for 55 (threshold 50) and never runs."""
     w, paths = two_task(d, "worker.log", fmt=fmt or "basic", rate=5, tokens=30, hours=10, seed=9 + seed,
-                        start=datetime(2026, 1, 31, 6, 0, 0), era=P.Era(page_pass=5),
+                        start=datetime(2026, 1, 31, 6, 0, 0), era=P.Era(page_pass=5, style="low_tokens"),
                         up=dict(batch=1, cost_per_item=5, threshold=50, version="2.05", page_threshold=50),
                         bf=dict(batch=2, cost_per_item=20, threshold=0), per_hour=20.0, bf_at=2.0)
     assert "update_recent_deals" not in w.truth.saved and w.truth.saved["backfill_deals"] > 0
@@ -179,7 +179,7 @@ def wait_for_max_tasklogger(d, fmt=None, seed=0):
     """S1: the Backfiller waits for a full bucket (11 x 20 + 80 = 300 at 5/min) while the Upserter
     takes its page every minute whenever the balance covers it."""
     w, paths = two_task(d, "celery.log", fmt=fmt or "celery_tasklogger", rate=5, tokens=100, hours=12, seed=10 + seed,
-                        start=datetime(2025, 11, 20, 0, 0, 0), era=P.Era(priority_pass=10),
+                        start=datetime(2025, 11, 20, 0, 0, 0), era=P.Era(priority_pass=10, heartbeat=60),
                         up=dict(batch=1, cost_per_item=5, threshold=0), per_hour=2.0,
                         bf=dict(batch=11, cost_per_item=20, threshold=80))
     assert "backfill_deals" not in w.truth.saved
@@ -200,6 +200,34 @@ def deficit_spiral_celery(d, fmt=None, seed=0):
     assert w.keepa.min < -300
     return Incident("deficit_spiral_celery", paths, ["deficit_spiral"], None, "update_recent_deals", refill=5,
                     truth=w.truth)
+
+
+def upgrade_peek_overrun(d, fmt=None, seed=0):
+    """S12: at 25/min with burst 280 a 50-ASIN peek reserved as 100 costs ~400: Keepa's balance
+    sinks to -150 or lower after every peek, and every run in between exits on a wait over 60 s."""
+    w = _world(fmt or "celery", 25, 300, 18 + seed, datetime(2026, 7, 2, 0, 0, 0), 12)
+    tm = P.TokenManager(w, P.Era())
+    arrivals(w, 60.0, 12, 200)
+    beat(w, "smart_ingestor", P.peek_overrun_ingestor, 60.0, 12, tm=tm, burst=280, reserve=100, actual=420,
+         commit_cost=100)
+    w.run(12 * HOUR)
+    paths = write(w, Path(d), "celery_worker.log")
+    assert w.keepa.min < -5 * 25 and w.truth.aborts["smart_ingestor"] > 100
+    return Incident("upgrade_peek_overrun", paths, ["deficit_spiral"], None, "smart_ingestor", refill=25,
+                    truth=w.truth)
+
+
+def burst_below_batch(d, fmt=None, seed=0):
+    """S9: burst 40, a scan of 100 behind a max deficit of -50: blocked, reverted, recharged, forever."""
+    w = _world(fmt or "named", 5, 45, 19 + seed, datetime(2026, 2, 13, 8, 0, 0), 14)
+    tm = P.TokenManager(w, P.Era())
+    arrivals(w, 20.0, 14, 86)
+    beat(w, "smart_ingestor", P.burst_below_batch_ingestor, 60.0, 14, tm=tm, burst=40, scan_cost=100,
+         max_deficit=-50)
+    w.run(14 * HOUR)
+    paths = write(w, Path(d), "ingestor.log")
+    assert not w.truth.saved and w.truth.aborts["smart_ingestor"] > 100
+    return Incident("burst_below_batch", paths, ["livelock"], [], None, refill=None, truth=w.truth)
 
 
 def peek_commit_livelock(d, fmt=None, seed=0):
@@ -310,6 +338,7 @@ def _assert_healthy(w, after_restart=False):
 
 
 ALL = [seed_priority_inversion, seed_after_fix_basic, schedule_saturation_named, impossible_target_tasklogger,
-       recovery_deadlock_basic, wait_for_max_tasklogger, deficit_spiral_celery, peek_commit_livelock,
+       recovery_deadlock_basic, wait_for_max_tasklogger, deficit_spiral_celery, upgrade_peek_overrun,
+       burst_below_batch, peek_commit_livelock,
        stale_projection_named, killed_upserter_stall, deploy_loses_backfill, healthy_named,
        healthy_through_a_deploy]

@@ -26,6 +26,7 @@ class Era:
     heartbeat: float | None = None   # seconds between heartbeat lines while sleeping
     stale_estimate: float | None = None  # a Redis projection that never refills (S11)
     gate: float | None = None        # admit once the balance reaches this, whatever the call costs (S2)
+    style: str = "insufficient"      # or "low_tokens": the 01-31 'go above 50, else wait for 55' lines
 
 
 def _prefix(run):
@@ -73,9 +74,16 @@ class TokenManager:
                 w.truth.add(w.truth.aborts, run.task)
                 self._wait_ends(run, "gave_up")
                 return False
-            say(w, run, "WARNING", TM, "Insufficient tokens (Current: %.2f, Target: %d). Waiting for %ds."
-                % (b, target, secs))
-            say(w, run, "INFO", TM, "Entered wait loop. Initial Wait: %ds. Target: %d" % (secs, target))
+            if b <= 0:
+                say(w, run, "WARNING", TM, "Zero or negative tokens. Have: %.2f. Waiting for %d seconds to ensure "
+                                           "a positive balance." % (b, secs))
+            elif era.style == "low_tokens":
+                say(w, run, "WARNING", TM, "Low tokens (Below Threshold %d). Have: %.2f. Waiting for %d seconds to "
+                                           "recover to %d." % (threshold, b, secs, target + era.offset))
+            else:
+                say(w, run, "WARNING", TM, "Insufficient tokens (Current: %.2f, Target: %d). Waiting for %ds."
+                    % (b, target, secs))
+                say(w, run, "INFO", TM, "Entered wait loop. Initial Wait: %ds. Target: %d" % (secs, target))
             if run.wait_since is None:
                 run.wait_since = w.now
             waited = True
@@ -299,6 +307,97 @@ def stale_projection_ingestor(w, run, tm: TokenManager, commit_cost: float, vers
     if not ok:
         say(w, run, "WARNING", mod, "--- Task Paused: Insufficient tokens: wait >60s. Releasing lock to free "
                                     "worker. ---")
+    w.locks.pop(name, None)
+
+
+def peek_overrun_ingestor(w, run, tm: TokenManager, burst: float, reserve: float, actual: float,
+                          commit_cost: float, version="4.2-Upgrade"):
+    """S12: after the upgrade a 50-ASIN peek reserved as 100 really costs ~400, so each run that
+    gets past the burst digs Keepa's balance deep below zero; the runs after it compute a wait
+    over 60 s and exit, syncing at most every 300 s."""
+    name, mod = "smart_ingestor", MODULE["smart_ingestor"]
+    rate = w.keepa.rate
+    if w.locks.get(name):
+        say(w, run, "INFO", mod, "--- Task: %s is already running. Skipping execution. ---" % name)
+        return
+    w.locks[name] = run.id
+    say(w, run, "INFO", mod, "--- Task: %s started (Version: %s) ---" % (name, version))
+    elapsed = w.now - w.redis.get("synced", -1e9)
+    if elapsed >= 300:
+        yield from tm.sync(run)
+        w.redis["synced"] = w.now
+    else:
+        say(w, run, "INFO", TM, "Skipping sync_tokens (throttled, force=True, elapsed=%.1fs)." % elapsed)
+
+    def give_up(b, target):
+        secs = int(math.ceil((target - b) * 60 / rate))
+        say(w, run, "WARNING", TM, "Insufficient tokens (Current: %.2f, Target: %d). Wait %ds > 60s. Exiting task."
+            % (b, target, secs))
+        say(w, run, "WARNING", mod, "--- Task Paused: Insufficient tokens: wait %ds. Releasing lock to free "
+                                    "worker. ---" % secs)
+        w.truth.add(w.truth.aborts, name)
+        w.locks.pop(name, None)
+
+    b = tm.estimate()
+    if (burst - b) * 60 / rate > 60:
+        give_up(b, burst)
+        return
+    iso, km = w.redis.setdefault("watermark", _iso(w, 12 * 60))
+    say(w, run, "INFO", mod, "Loaded watermark: %s (Keepa time: %d)" % (iso, km))
+    yield from keepa_call(w, run, 5, "page", items=150)
+    say(w, run, "INFO", mod, "Found %d new deals since watermark (limit 50); scanning 50." % w.redis.get("pending", 0))
+    say(w, run, "INFO", TM, "Reserving %d tokens for peek of 50 ASINs." % reserve)
+    yield from keepa_call(w, run, actual * w.rng.uniform(0.92, 1.08), "peek")
+    say(w, run, "INFO", mod, "Peek complete: 6 of 50 candidates passed. Committing in batches of 5.")
+    b = tm.estimate()
+    if (commit_cost - b) * 60 / rate > 60:
+        give_up(b, commit_cost)
+        return
+    yield from keepa_call(w, run, commit_cost, "batch")
+    saved(w, name, 6)
+    say(w, run, "INFO", mod, "Task Complete: Processed 50 scanned, upserted 6.")
+    w.locks.pop(name, None)
+
+
+def burst_below_batch_ingestor(w, run, tm: TokenManager, burst: float, scan_cost: float, max_deficit: float,
+                               version="3.5-Burst"):
+    """S9: burst 40 against a scan of 20 x ~5 = 100: the reservation is blocked, reverted, and the
+    run enters Recharge Mode; the next run recharges to 40 and is blocked again."""
+    name, mod = "smart_ingestor", MODULE["smart_ingestor"]
+    rate = w.keepa.rate
+    if w.locks.get(name):
+        say(w, run, "INFO", mod, "--- Task: %s is already running. Skipping execution. ---" % name)
+        return
+    w.locks[name] = run.id
+    say(w, run, "INFO", mod, "--- Task: %s started (Version: %s) ---" % (name, version))
+    b = tm.estimate()
+    if w.redis.get("recharge"):
+        if b < burst:
+            say(w, run, "INFO", TM, "Recharge Mode Active (Tokens: %.2f/%d). Waiting for refill..." % (b, burst))
+            secs = int(math.ceil((burst - b) * 60 / rate))
+            say(w, run, "WARNING", mod, "--- Task Paused: Recharge needed: %ds. Releasing lock to free worker. ---"
+                % secs)
+            w.truth.add(w.truth.aborts, name)
+            w.locks.pop(name, None)
+            return
+        say(w, run, "INFO", TM, "Burst threshold reached (%.2f >= %d). Exiting Recharge Mode." % (b, burst))
+        w.redis["recharge"] = False
+    yield from keepa_call(w, run, 5, "page", items=150)
+    b = tm.estimate()
+    projected = b - scan_cost
+    if projected < max_deficit:
+        say(w, run, "WARNING", TM, "Request blocked: Projected balance %.2f exceeds max deficit %d." % (
+            projected, max_deficit))
+        say(w, run, "WARNING", TM, "Tokens critically low (%.2f < %d). Entering Recharge Mode until %d." % (
+            b, 1, burst))
+        w.redis["recharge"] = True
+        say(w, run, "WARNING", mod, "--- Task Paused: Recharge needed. Releasing lock to free worker. ---")
+        w.truth.add(w.truth.aborts, name)
+        w.locks.pop(name, None)
+        return
+    yield from keepa_call(w, run, scan_cost, "batch")
+    saved(w, name, 20)
+    say(w, run, "INFO", mod, "Task Complete: Processed 20 scanned, upserted 3.")
     w.locks.pop(name, None)
 
 
