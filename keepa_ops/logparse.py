@@ -603,8 +603,9 @@ def _frame(parts: list[dict]) -> pd.DataFrame:
         by_stream = df.groupby("stream", observed=True)["time"]
         df["time"] = by_stream.ffill().fillna(by_stream.bfill())
     df = _attribute(df)
+    # time order; lines of the same millisecond keep their read order (a rotated set's older file first)
     t = df["time"].to_numpy().view(np.int64)
-    df = _reorder(df, (df["line"].to_numpy(), df["stream"].cat.codes.to_numpy(), t))
+    df = _reorder(df, (np.arange(len(df)), t))
     df.attrs["time_outliers"] = where
     return df
 

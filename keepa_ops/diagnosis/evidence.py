@@ -8,7 +8,11 @@
 * ``keepa_balance``: Keepa's own balance (``Tokens left``, ``tokensLeft``, a sync's new
   value). The token manager's ``Current``, ``Projected balance`` and ``Request blocked``
   numbers are its estimates and never count as Keepa's balance;
-* ``hungry``: per task, its stretches of wanting tokens with no saved work in between;
+* ``hungry``: per task, its stretches of wanting tokens that no granted wait and no saved
+  work interrupts (a task granted again and again is working, not starving, even if it
+  saves only at the end of a long run);
+* ``unsaved``: per task, its stretches of wanting tokens with no saved work in between,
+  grants or not (a livelock is granted its peeks and saves nothing);
 * ``stalled``: tasks whose last run died, was lost to a restart or went silent while it
   had work, and that never ran again (every tick since skips on the lock it left).
 """
@@ -42,6 +46,7 @@ class Evidence:
     keepa_balance: pd.DataFrame   # time, balance, where
     tasks: dict
     hungry: pd.DataFrame          # task, start, end, duration_s, aborts, where
+    unsaved: pd.DataFrame         # the same columns
     stalled: list
     start: pd.Timestamp | None
     end: pd.Timestamp | None
@@ -83,19 +88,23 @@ def _saved_work(ev: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["time", "task", "what", "items", "where"])
 
 
-def _hungry(task: str, ev: pd.DataFrame, waits: pd.DataFrame, saved: pd.DataFrame, gap_s: float) -> list:
-    """Stretches in which ``task`` wanted tokens and saved nothing. A stretch is the span
-    of its waits and give-ups that no saved work separates and no idle gap over ``gap_s``."""
+def _stretches(task: str, ev: pd.DataFrame, waits: pd.DataFrame, saved: pd.DataFrame, gap_s: float,
+               grant_ends: bool) -> list:
+    """Stretches in which ``task`` wanted tokens and saved nothing: the span of its waits and
+    give-ups that no saved work separates, no idle gap over ``gap_s`` and, if ``grant_ends``,
+    no wait that ended in a grant."""
     w = waits[waits["task"] == task]
     aborts = ev.loc[(ev["task"] == task) & (ev["event"] == "abort"), ["time", "source", "line"]]
-    spans = [(s, e, 0, where) for s, e, where in zip(w["start"], w["end"], w["where"])]
-    spans += [(t, t, 1, f"{s}:{int(ln)}") for t, s, ln in zip(aborts["time"], aborts["source"], aborts["line"])]
+    spans = [(s, e, 0, where, how == "granted") for s, e, where, how in zip(w["start"], w["end"], w["where"],
+                                                                             w["ended_by"])]
+    spans += [(t, t, 1, f"{s}:{int(ln)}", False) for t, s, ln in zip(aborts["time"], aborts["source"],
+                                                                      aborts["line"])]
     if not spans:
         return []
     spans.sort(key=lambda x: x[0])
     marks = np.sort(saved.loc[saved["task"] == task, "time"].to_numpy())
     out, cur = [], None
-    for s, e, is_abort, where in spans:
+    for s, e, is_abort, where, granted in spans:
         if cur is not None:
             # saved work logged at or after the last want and no later than this one separates them
             progressed = np.searchsorted(marks, np.datetime64(cur[1]), side="left") < \
@@ -109,7 +118,11 @@ def _hungry(task: str, ev: pd.DataFrame, waits: pd.DataFrame, saved: pd.DataFram
         else:
             cur[1] = max(cur[1], e)
             cur[2] += is_abort
-    out.append(cur)
+        if grant_ends and granted:
+            out.append(cur)
+            cur = None
+    if cur is not None:
+        out.append(cur)
     return [{"task": task, "start": s, "end": e, "duration_s": (e - s).total_seconds(), "aborts": a, "where": wh}
             for s, e, a, wh in out]
 
@@ -130,10 +143,10 @@ def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
                                   "where": [f"{s}:{int(ln)}" for s, ln in zip(kb["source"], kb["line"])]})
     start, end = (ev["time"].min(), ev["time"].max()) if len(ev) else (None, None)
     names = sorted(set(ev.loc[ev["event"].isin(TOKEN_EVENTS), "task"].dropna().astype(str)))
-    hungry = []
-    for name in names:
-        hungry += _hungry(name, ev, waits, saved, gap_s=bound_s)
-    hungry = pd.DataFrame(hungry, columns=["task", "start", "end", "duration_s", "aborts", "where"])
+    cols = ["task", "start", "end", "duration_s", "aborts", "where"]
+    hungry = pd.DataFrame([h for n in names for h in _stretches(n, ev, waits, saved, bound_s, True)], columns=cols)
+    unsaved = pd.DataFrame([h for n in names for h in _stretches(n, ev, waits, saved, bound_s, False)],
+                           columns=cols)
     tasks = {}
     for name in names:
         e = ev[ev["task"] == name]
@@ -156,7 +169,7 @@ def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
             "role": "backfiller" if is_backfill(name) or (e["event"].isin(["checkpoint", "resume"])).any()
             else "upserter",
         }
-    ev_info = Evidence(ev, att.runs, waits, saved, spends, rate, source, how, keepa_balance, tasks, hungry, [],
+    ev_info = Evidence(ev, att.runs, waits, saved, spends, rate, source, how, keepa_balance, tasks, hungry, unsaved, [],
                        start, end,
                        attribution={"ambiguous_lines": att.ambiguous, "unattributed_lines": att.unattributed,
                                     "inferred": att.inferred})

@@ -145,7 +145,7 @@ def livelock(e: Evidence, bound_s: float) -> Finding:
     the bound and saves nothing, while no other task spends the refill: the tokens go to its
     own unsaved work (peeks), or to nobody. Nobody starves it; it starves itself."""
     cands = []
-    for _, h in e.hungry.iterrows():
+    for _, h in e.unsaved.iterrows():
         if h["aborts"] >= LIVELOCK_GIVE_UPS and h["duration_s"] > bound_s:
             others = _spent_by_others(e, h["task"], h["start"], h["end"])
             own = e.spends[(e.spends["task"] == h["task"]) & (e.spends["time"] >= h["start"])
@@ -165,8 +165,9 @@ def livelock(e: Evidence, bound_s: float) -> Finding:
 
 
 def starvation(e: Evidence, bound_s: float) -> Finding:
-    """A task wants tokens and saves nothing for longer than the bound while another task spends
-    the refill; the culprit is the task that spent the most tokens during that stretch."""
+    """A task wants tokens for longer than the bound, granted nothing it waited for and saving
+    nothing, while another task spends the refill; the culprit is the task that spent the most
+    tokens during that stretch."""
     long_ = e.hungry[e.hungry["duration_s"] > bound_s].sort_values("duration_s", ascending=False)
     starved, culprit, lines = [], None, []
     for _, h in long_.iterrows():
