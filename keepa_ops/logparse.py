@@ -93,6 +93,8 @@ TEMPLATES = [
     T("Step 2 Complete", "found", (("found", "Step 2 Complete: Found {items:int} new deals"),)),
     T("Step 6 Complete", "upserted", (("upsert", "Step 6 Complete: Successfully upserted/updated {items:int} rows"),)),
     T("Stop Trigger", "stop_trigger", (("stop_trigger", "Stop Trigger: Deal {reason:token}"),)),
+    T("Peek complete", "peek_complete", (
+        ("peek", "Peek complete: {items:int} of {scanned:int} candidates passed"),), strict=False),
     T("Task Complete: Processed", "ingest_complete", (
         ("run_finish", "Task Complete: Processed {scanned:int} scanned, upserted {items:int}"),)),
     T("Mid Refill Rate", "rate_adjust", (
@@ -116,7 +118,7 @@ del T
 # Extra fields kept as JSON in ``detail``, for the few templates where they matter.
 DETAIL_FIELDS = {"backfill_resume": ("page", "chunk"), "backfill_saved": ("page", "chunk"),
                  "insufficient_tokens": ("limit",), "task_paused": ("reason",), "stop_trigger": ("reason",),
-                 "watermark": ("iso",), "watermark_loaded": ("iso",), "ingest_complete": ("scanned",),
+                 "watermark": ("iso",), "watermark_loaded": ("iso",), "ingest_complete": ("scanned",), "peek_complete": ("scanned",),
                  "worker_lost": ("reason",), "process_exit": ("reason",)}
 
 # Legacy module -> task, for lines whose logger names their task's module.

@@ -47,6 +47,13 @@ def test_recommendations_on_the_corpus_are_replayed_before_they_are_offered(corp
     assert rec["legacy"], "the fix is also said in the legacy pipeline's own terms"
 
 
+def test_a_livelock_is_fixed_in_the_burst_and_scan_size_its_log_shows(corpus):
+    legacy = corpus["ingestor_livelock"].recommendation["legacy"]
+    # a page of 5 and a peek of ~32 leave less than the commit's 20 under a burst of 45
+    assert any("burst threshold from 45 to at least 57" in item and "SCAN_BATCH_SIZE from 16 to 10" in item
+               for item in legacy), legacy
+
+
 def test_cli_json_carries_every_field_and_cites_lines(capsys):
     e = EXPECTED["seed_incident_rotated"]
     assert main(["diagnose", "--json"] + [str(CORPUS / p) for p in e["paths"]]) == 0
@@ -136,6 +143,29 @@ def test_lines_without_times_say_so(tmp_path):
     assert d.verdict == "insufficient_evidence" and "times" in d.evidence[0]
 
 
+def test_any_slice_of_a_real_log_is_diagnosed_without_an_error(tmp_path):
+    """Slices, shuffles, truncated lines and mixes of the corpus (a merged log of two eras once
+    made the demand rebuild raise): a verdict and a report, never an exception."""
+    import random
+
+    rng = random.Random(20260204)
+    texts = [(CORPUS / f).read_text().splitlines() for f in ("healthy_refill10.log", "saturation_named.log",
+                                                              "ingestor_livelock.log")]
+    for k in range(40):
+        src = rng.choice(texts)
+        a = rng.randrange(len(src))
+        lines = src[a:a + rng.choice([5, 50, 500, 3000])]
+        if rng.random() < 0.3:
+            rng.shuffle(lines)
+        if rng.random() < 0.4:
+            lines = lines + rng.choice(texts)[:rng.randrange(2000)]
+        if rng.random() < 0.2:
+            lines = [line[:rng.randrange(len(line) + 1)] for line in lines]
+        (tmp_path / "x.log").write_text("\n".join(lines))
+        d = diagnose(parse_logs(tmp_path / "x.log"), check=k % 5 == 0)
+        assert d.verdict in VERDICTS and d.report() and json.dumps(d.to_dict(), default=str)
+
+
 # -- the independent model of the legacy system --------------------------------------------------
 FORMATS = ("celery", "celery_tasklogger", "named", "basic")
 
@@ -145,10 +175,7 @@ FORMATS = ("celery", "celery_tasklogger", "named", "basic")
 def test_model_incidents_are_diagnosed_right_in_every_format(tmp_path, make, fmt):
     inc = make(tmp_path, fmt=fmt)
     d = diagnose(parse_logs(inc.paths), check=False)
-    culprit = inc.culprit
-    if inc.verdict == ["deficit_spiral"] and fmt in ("named", "basic"):
-        culprit = None   # same gate, same lines, no process: whose big call it was is not in the log
-    _right(d, inc.verdict, inc.starved, culprit, inc.stalled)
+    _right(d, inc.verdict, inc.starved, inc.culprit, inc.stalled)
     if inc.refill:
         assert d.refill_per_minute == pytest.approx(inc.refill, rel=0.03)
     for task, target in inc.targets.items():

@@ -86,6 +86,15 @@ def rebuild_config(events, policy: str = "threshold") -> tuple[Config, list[str]
     if not tasks:
         raise KeepaOpsError("the log shows no task waiting or spending tokens, so there is no demand to replay. "
                             "Fix: include the worker's log (Celery's default format names the process).")
+    # keepa-ops runs one task of each role; a log of two eras (an Upserter, later an Ingestor) keeps
+    # the busiest of each role, and says so
+    spent = evidence.spends.groupby("task")["consumed"].sum().to_dict() if len(evidence.spends) else {}
+    for role in ("upserter", "backfiller"):
+        same = sorted((n for n, t in tasks.items() if t["role"] == role), key=lambda n: -spent.get(n, 0.0))
+        for n in same[1:]:
+            del tasks[n]
+            assumptions.append(f"{n} is left out of the replay: keepa-ops runs one {role}, and {same[0]} "
+                               f"spent more.")
     found = events[events["event"] == "found"].dropna(subset=["items"])
     pending = int(found["items"].iloc[0]) if len(found) else 0
     later = float(found["items"].iloc[1:].sum()) if len(found) > 1 else 0.0

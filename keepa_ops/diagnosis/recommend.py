@@ -13,6 +13,7 @@ Invariant: ``offered`` is True only for a change whose simulation removed the pr
 """
 from __future__ import annotations
 
+from ..errors import KeepaOpsError
 from ..simulate import simulate
 from .demand import rebuild_config
 
@@ -30,6 +31,38 @@ def _every_s(every) -> float | None:
         return None
 
 
+def _burst_advice(evidence, task: str) -> str | None:
+    """For a peek/commit livelock: the burst a run needs so that a page, a peek and a commit all fit
+    after Recharge Mode, from the calls the log shows; or the scan size that fits the burst."""
+    import json
+
+    import numpy as np
+
+    ev = evidence.events[evidence.events["task"] == task]
+    sp = evidence.spends[evidence.spends["task"] == task]
+    burst = evidence.tasks[task]["target"]
+    page = sp.loc[sp["kind"] == "fetched", "consumed"].median()
+    peek = sp.loc[sp["kind"] == "light_call", "consumed"].median()
+    floors = ev.loc[ev["kind"] == "recharge_enter", "threshold"].dropna()
+    commit = floors.median() if len(floors) else np.nan
+    scans = [json.loads(d).get("scanned") for d in ev.loc[ev["kind"] == "peek_complete", "detail"].dropna()]
+    scans = [x for x in scans if x]
+    if burst is None or any(np.isnan(x) for x in (page, peek, commit)):
+        return None
+    need = page + peek + commit
+    if need <= burst:
+        return None
+    text = (f"{task}: raise the burst threshold from {burst:g} to at least {need:.0f}: after Recharge Mode a run "
+            f"pays a deal page ({page:g}) and a peek ({peek:g}) and then needs {commit:g} to commit")
+    if scans:
+        scanned = float(np.median(scans))
+        per = peek / scanned
+        fits = int((burst - page - commit) // per)
+        if fits >= 1:
+            text += f"; or cut SCAN_BATCH_SIZE from {scanned:g} to {fits} ({per:.1f} tokens per peeked ASIN)"
+    return text
+
+
 def recommend(evidence, finding, bound_s: float, check: bool = True) -> dict:
     verdict = finding.verdict
     if verdict == "stall":
@@ -42,7 +75,10 @@ def recommend(evidence, finding, bound_s: float, check: bool = True) -> dict:
     if not evidence.rate:
         return {"offered": False, "change": {}, "summary": "the log shows no refill rate, so no change can be "
                                                            "checked; log Keepa's token status"}
-    base, assumptions = rebuild_config(evidence)
+    try:
+        base, assumptions = rebuild_config(evidence)
+    except KeepaOpsError as e:
+        return {"offered": False, "change": {}, "summary": f"no change can be checked: {e}"}
     raw = base.to_dict()
     rate, cap = evidence.rate, 60 * evidence.rate
     budget = 0.9 * rate * bound_s / 60.0
@@ -71,8 +107,9 @@ def recommend(evidence, finding, bound_s: float, check: bool = True) -> dict:
         for n in tasks:
             change[f"tasks.{n}.max_wait"] = legacy_change[f"tasks.{n}.max_wait"] = None
             words.append(f"let {n} wait for its tokens instead of exiting")
-            legacy.append(f"{n}: drop the 'wait > 60 s: exit the task' rule (or hold Recharge Mode until the peek "
-                          f"and its commit both fit), so a run that has paid for its peek also commits")
+            legacy.append(_burst_advice(evidence, n) or
+                          f"{n}: drop the 'wait > 60 s: exit the task' rule, so a run that has paid for its "
+                          f"peek also commits")
     for n, t in tasks.items():
         change[f"tasks.{n}.priority"] = 1 if t["role"] == "upserter" else 2
     culprit = finding.culprit
@@ -83,9 +120,10 @@ def recommend(evidence, finding, bound_s: float, check: bool = True) -> dict:
             legacy.append(f"{culprit}: Beat schedule every {every:g} s -> */10, which frees most of the refill "
                           f"between its runs")
     up = [n for n, t in tasks.items() if t["role"] == "upserter"]
-    legacy.append("give " + (", ".join(up) or "the live feed") + " priority in the token manager: a backfill "
-                  "call waits while a live-feed call waits, and is promoted only after waiting the bound "
-                  "(keepa-ops' priority gate)")
+    if len(tasks) > 1:
+        legacy.append("give " + (", ".join(up) or "the live feed") + " priority in the token manager: a "
+                      "backfill call waits while a live-feed call waits, and is promoted only after waiting the "
+                      "bound (keepa-ops' priority gate)")
     summary = "; ".join(words) + f" (upserter priority 1, backfiller 2, starvation bound {bound_s / 3600:g} h)."
     out = {"offered": False, "kind": "config", "change": change, "summary": summary, "legacy": legacy,
            "rebuilt": raw, "assumptions": assumptions}

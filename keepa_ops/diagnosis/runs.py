@@ -15,7 +15,9 @@ Attribution, per stream (one rotated set of files):
   came just before it (within CALLER_S, and its target does not contradict); else the one
   whose target it repeats; for a call, the run just granted; else the task whose own module logged last
   (not a skip, not Celery's line about it); else it stays unattributed and is counted
-  as ambiguous.
+  as ambiguous. A call given by a weak rule, where one backfill run and one other run could
+  have made it, goes to the backfill if its checkpoint line follows within seconds, else to
+  the other.
 * a run whose start is not in the log (a rotation cut it off) takes its task from a line
   that names it, from what only one task logs (backfill checkpoints), or from the skips
   of the task whose lock it holds; each such inference is stated in ``inferred``.
@@ -37,6 +39,7 @@ POOL_PROCESSES = {"MainProcess", "Beat"}
 POOL_EVENTS = {"worker_exit", "worker_lost", "worker_ready", "worker_stop"}
 QUIET_DEATH_S = 900.0
 CALLER_S = 2.0      # a token line this soon after a task's own line answers that task
+CHECKPOINT_AFTER = pd.Timedelta(seconds=15)   # a backfill call's checkpoint follows it this soon
 # The legacy pipeline's tasks that call Keepa (legacy-logs spec). A line that names no task is
 # given to one of their open runs before any other task's (the Janitor, restriction checks), as
 # is any task seen naming itself on a token line.
@@ -112,6 +115,9 @@ def attribute(events: pd.DataFrame) -> Attribution:
     ambiguous = unattributed = 0
     token_tasks = set(TOKEN_TASKS)
     granted: dict[int, Run] = {}                # stream -> the run whose grant awaits its call
+    granted_weak: dict[int, bool] = {}
+    doubtful: list = []                         # calls given by a weak rule: (row, candidates, pick)
+    saves: dict[int, list] = {}                 # backfill run -> times of its checkpoint lines
 
     def open_run(i, stream, process, task, in_log=True):
         r = Run(len(runs), stream, process, task, times[i], _where(srcs[i], lines[i]), in_log, last=times[i])
@@ -205,6 +211,8 @@ def attribute(events: pd.DataFrame) -> Attribution:
                     continue
                 cur = open_[task] = open_run(i, st, None, task, in_log=False)
             take(cur, i)
+            if e in BACKFILL_EVENTS:
+                saves.setdefault(cur.id, []).append(times[i])
             if e == "run_finish":
                 close(cur, i, "finished")
                 del open_[task]
@@ -233,6 +241,7 @@ def attribute(events: pd.DataFrame) -> Attribution:
                     pick = same[0]
             if pick is None and e in ("spend", "429") and granted.get(st) in cands:
                 pick = granted[st]          # the call the run just granted makes
+                weak = granted_weak.get(st, False)
             if pick is None:
                 pick, weak = open_.get(last_named.get(st)), True
                 if pick not in cands:
@@ -243,14 +252,18 @@ def attribute(events: pd.DataFrame) -> Attribution:
                     r.maybe = times[i]
                     if waits[i] == waits[i] and e == "wait":
                         r.announced = max(r.announced or 0.0, waits[i])
+            if e == "spend":
+                doubtful.append((i, cands, pick))
         if pick is None:
             ambiguous += 1
             continue
         take(pick, i)
         if e == "grant":
-            granted[st] = pick
+            granted[st], granted_weak[st] = pick, weak
         elif e in ("spend", "429"):
             granted.pop(st, None)
+        if e in BACKFILL_EVENTS:
+            saves.setdefault(pick.id, []).append(times[i])
         if e in BACKFILL_EVENTS or e in FEED_EVENTS:
             last_named[st], named_at[st] = pick.task, times[i]
 
@@ -266,6 +279,19 @@ def attribute(events: pd.DataFrame) -> Attribution:
         after = [t for t in lost_at.get(r.stream, []) if t >= seen]
         if after and (stream_end[r.stream] - seen).total_seconds() > QUIET_DEATH_S:
             r.end, r.ended_by, r.end_where = after[0], "died", "a WorkerLostError that names no process"
+
+    # A backfill call is followed within seconds by its checkpoint line; a call given to the
+    # backfill or the feed by a weak rule follows that evidence instead.
+    for i, cands, pick in doubtful:
+        bf = [r for r in cands if is_backfill(r.task)]
+        feed = [r for r in cands if not is_backfill(r.task)]
+        if len(bf) != 1 or len(feed) != 1:
+            continue
+        after = [t for t in saves.get(bf[0].id, []) if times[i] <= t <= times[i] + CHECKPOINT_AFTER]
+        owner = bf[0] if after else feed[0]
+        if pick is None:
+            ambiguous -= 1
+        run_of[i] = owner.id
 
     inferred = _infer_tasks(runs, skips)
     run_task = {r.id: r.task for r in runs}
