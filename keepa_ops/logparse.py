@@ -108,6 +108,7 @@ TEMPLATES = [
       strict=False),
     T("celery@", "worker_ready", (("worker_ready", "celery@{:token} ready"),), strict=False),
     T("worker: ", "worker_stop", (("worker_stop", "worker: {:word} shutdown"),), strict=False),
+    T("Received task: ", "celery_task", (("received", "Received task: {task:dotted}[{:id}]"),), strict=False),
     # Celery's own task lines; "Task ..." that is not one of them is an ordinary line.
     T("Task ", "celery_task", tuple((ev, f"Task {{task:dotted}}[{{:id}}] {what}") for ev, what in (
         ("received", "received"), ("run_finish", "succeeded"), ("run_finish", "raised"), ("abort", "retry"),

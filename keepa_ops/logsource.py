@@ -82,8 +82,11 @@ def list_sources(paths) -> list[Source]:
         m = _ROTATION.match(f.name)
         base, n = m.group("base"), int(m.group("n") or 0)
         groups.setdefault(str(f.parent / base), []).append((n, f))
+    # a stream is named by its base name, or by its folder too where two folders (two hosts) share it
+    names = [Path(g).name for g in groups]
     sources = []
-    for stream, members in groups.items():
+    for (stream, members), name in zip(groups.items(), names):
+        label = name if names.count(name) == 1 else str(Path(Path(stream).parent.name) / name)
         for _, f in sorted(members, key=lambda x: -x[0]):
-            sources.append(Source(Path(stream).name, f))
+            sources.append(Source(label, f))
     return sources

@@ -133,6 +133,19 @@ def test_a_line_dated_2099_is_an_outlier_not_a_640000_hour_wait(tmp_path):
     assert d.verdict == "healthy" and max(t["max_wait_s"] for t in d.tasks.values()) < 3600
 
 
+def test_two_hosts_with_the_same_file_name_are_two_streams(tmp_path):
+    """host-a and host-b both write celery_worker.log with their own ForkPoolWorker-1."""
+    a = model.seed_priority_inversion(tmp_path / "host-a")
+    b = model.healthy_named(tmp_path / "host-b", fmt="celery")
+    (tmp_path / "host-b" / "deals.log").rename(tmp_path / "host-b" / "celery_worker.log")
+    parsed = parse_logs([tmp_path / "host-a", tmp_path / "host-b"])
+    assert set(parsed.events["stream"].cat.categories) == {"host-a/celery_worker.log", "host-b/celery_worker.log"}
+    alone = diagnose(parse_logs(a.paths), check=False)
+    both = diagnose(parsed, check=False)
+    assert both.tasks["update_recent_deals"]["waits"] > alone.tasks["update_recent_deals"]["waits"] > 0
+    assert b.paths and both.verdict == "starvation"
+
+
 def test_lines_without_times_say_so(tmp_path):
     body = "\n".join(["INFO:keepa_deals.backfiller:--- Task: backfill_deals started ---",
                       "WARNING:keepa_deals.token_manager:Insufficient tokens (Current: 24.00, Target: 180). "
