@@ -66,26 +66,33 @@ def _saved_work(ev: pd.DataFrame) -> pd.DataFrame:
     rows = []
     last_pos: dict[str, tuple] = {}
     last_mark: dict[str, str] = {}
-    interesting = ev[ev["event"].isin(["upsert", "checkpoint", "resume", "watermark", "watermark_loaded",
-                                       "run_finish"]) & ev["task"].notna()]
-    for _, r in interesting.iterrows():
-        task, e = r["task"], r["event"]
-        d = json.loads(r["detail"]) if isinstance(r["detail"], str) else {}
-        if e == "upsert" and (pd.isna(r["items"]) or r["items"] > 0):
-            rows.append((r["time"], task, "upserted", r["items"], _where(r)))
-        elif e == "run_finish" and r["kind"] == "ingest_complete" and r["items"] == r["items"] and r["items"] > 0:
-            rows.append((r["time"], task, "upserted", r["items"], _where(r)))
-        elif e in ("checkpoint", "resume"):
-            pos = (d.get("page"), d.get("chunk"))
-            if e == "checkpoint" and pos != last_pos.get(task):
-                rows.append((r["time"], task, "checkpoint", np.nan, _where(r)))
-            last_pos[task] = pos
-        elif e in ("watermark", "watermark_loaded"):
-            mark = d.get("iso")
-            if e == "watermark" and mark != last_mark.get(task):
-                rows.append((r["time"], task, "watermark", np.nan, _where(r)))
-            last_mark[task] = mark
+    it = ev[ev["event"].isin(["upsert", "checkpoint", "resume", "watermark", "watermark_loaded",
+                              "run_finish"]) & ev["task"].notna()]
+    for t, task, e, kind, items, detail, src, line in zip(
+            it["time"], it["task"].astype(object), it["event"].astype(object), it["kind"].astype(object),
+            it["items"].astype("float64"), it["detail"].astype(object), it["source"].astype(object), it["line"]):
+        where = f"{src}:{int(line)}"
+        if e == "upsert" and not (items <= 0):
+            rows.append((t, task, "upserted", items, where))
+        elif e == "run_finish" and kind == "ingest_complete" and items > 0:
+            rows.append((t, task, "upserted", items, where))
+        elif e in ("checkpoint", "resume", "watermark", "watermark_loaded"):
+            d = json.loads(detail) if isinstance(detail, str) else {}
+            if e in ("checkpoint", "resume"):
+                pos = (d.get("page"), d.get("chunk"))
+                if e == "checkpoint" and pos != last_pos.get(task):
+                    rows.append((t, task, "checkpoint", np.nan, where))
+                last_pos[task] = pos
+            else:
+                mark = d.get("iso")
+                if e == "watermark" and mark != last_mark.get(task):
+                    rows.append((t, task, "watermark", np.nan, where))
+                last_mark[task] = mark
     return pd.DataFrame(rows, columns=["time", "task", "what", "items", "where"])
+
+
+def _ms(series) -> list:
+    return (pd.to_datetime(series).to_numpy().astype("datetime64[ms]").astype("int64")).tolist()
 
 
 def _stretches(task: str, ev: pd.DataFrame, waits: pd.DataFrame, saved: pd.DataFrame, gap_s: float,
@@ -93,24 +100,24 @@ def _stretches(task: str, ev: pd.DataFrame, waits: pd.DataFrame, saved: pd.DataF
     """Stretches in which ``task`` wanted tokens and saved nothing: the span of its waits and
     give-ups that no saved work separates, no idle gap over ``gap_s`` and, if ``grant_ends``,
     no wait that ended in a grant."""
+    import bisect
+
     w = waits[waits["task"] == task]
     aborts = ev.loc[(ev["task"] == task) & (ev["event"] == "abort"), ["time", "source", "line"]]
-    spans = [(s, e, 0, where, how == "granted") for s, e, where, how in zip(w["start"], w["end"], w["where"],
-                                                                             w["ended_by"])]
-    spans += [(t, t, 1, f"{s}:{int(ln)}", False) for t, s, ln in zip(aborts["time"], aborts["source"],
-                                                                      aborts["line"])]
+    spans = list(zip(_ms(w["start"]), _ms(w["end"]), [0] * len(w), w["where"], (w["ended_by"] == "granted").tolist()))
+    spans += list(zip(_ms(aborts["time"]), _ms(aborts["time"]), [1] * len(aborts),
+                      [f"{s}:{int(ln)}" for s, ln in zip(aborts["source"], aborts["line"])], [False] * len(aborts)))
     if not spans:
         return []
     spans.sort(key=lambda x: x[0])
-    marks = np.sort(saved.loc[saved["task"] == task, "time"].to_numpy())
+    marks = sorted(_ms(saved.loc[saved["task"] == task, "time"]))
+    gap_ms = gap_s * 1000
     out, cur = [], None
     for s, e, is_abort, where, granted in spans:
         if cur is not None:
             # saved work logged at or after the last want and no later than this one separates them
-            progressed = np.searchsorted(marks, np.datetime64(cur[1]), side="left") < \
-                np.searchsorted(marks, np.datetime64(s), side="right")
-            idle = (s - cur[1]).total_seconds() > gap_s
-            if progressed or idle:
+            progressed = bisect.bisect_left(marks, cur[1]) < bisect.bisect_right(marks, s)
+            if progressed or s - cur[1] > gap_ms:
                 out.append(cur)
                 cur = None
         if cur is None:
@@ -123,8 +130,8 @@ def _stretches(task: str, ev: pd.DataFrame, waits: pd.DataFrame, saved: pd.DataF
             cur = None
     if cur is not None:
         out.append(cur)
-    return [{"task": task, "start": s, "end": e, "duration_s": (e - s).total_seconds(), "aborts": a, "where": wh}
-            for s, e, a, wh in out]
+    return [{"task": task, "start": pd.Timestamp(s, unit="ms"), "end": pd.Timestamp(e, unit="ms"),
+             "duration_s": (e - s) / 1000.0, "aborts": a, "where": wh} for s, e, a, wh in out]
 
 
 def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:

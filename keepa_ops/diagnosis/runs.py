@@ -81,6 +81,7 @@ class Attribution:
     ambiguous: int
     unattributed: int
     inferred: list = field(default_factory=list)
+    run_list: list = field(default_factory=list)   # the Run objects behind ``runs``, by id
 
 
 def _where(src, line) -> str:
@@ -305,26 +306,45 @@ def attribute(events: pd.DataFrame) -> Attribution:
         columns=["run", "stream", "process", "task", "start", "end", "last", "ended_by", "where", "end_where",
                  "started_in_log", "announced"])
     sk = pd.DataFrame(skips, columns=["time", "task", "stream", "where"])
-    return Attribution(ev, table, sk, ambiguous, unattributed, inferred)
+    return Attribution(ev, table, sk, ambiguous, unattributed, inferred, runs)
 
 
 def _infer_tasks(runs: list[Run], skips: list) -> list[str]:
     """Name the runs whose start the log lacks, where the log says whose they are."""
+    import bisect
+
     said = []
     names = {r.task for r in runs if r.task} | {s[1] for s in skips}
-    for r in runs:
-        if r.task is not None or r.ended_by == "skip":
-            continue
+    unnamed = [r for r in runs if r.task is None and r.ended_by != "skip"]
+    if not unnamed:
+        return said
+    skip_times: dict[tuple, list] = {}
+    for t, task, st, _ in skips:
+        skip_times.setdefault((st, task), []).append(t)
+    # per task, its named runs by start with the running maximum of their ends: an overlap query
+    spans: dict[str, tuple] = {}
+    for task in names:
+        own = sorted((o.start, o.end if o.end is not None else o.last) for o in runs
+                     if o.task == task and o.ended_by != "skip")
+        spans[task] = ([a for a, _ in own], list(np.maximum.accumulate([b for _, b in own])) if own else [])
+
+    def busy(task, start, end):
+        starts, max_end = spans.get(task, ([], []))
+        k = bisect.bisect_right(starts, end)
+        return k > 0 and max_end[k - 1] >= start
+
+    for r in unnamed:
         if "backfill" in r.hints:
             cands = sorted(t for t in names if is_backfill(t)) or sorted(t for t in TOKEN_TASKS if is_backfill(t))
             why = "it saves backfill checkpoints"
         else:
             # the lock holder: a task whose every tick skips while this run is open, with no run of its own
             end = r.end if r.end is not None else r.last
-            held = {s[1] for s in skips if s[2] == r.stream and r.start <= s[0] <= end}
-            busy = {o.task for o in runs if o is not r and o.task and o.ended_by != "skip"
-                    and o.start <= end and (o.end is None or o.end >= r.start)}
-            cands = sorted(held - busy)
+            held = set()
+            for (st, task), ts in skip_times.items():
+                if st == r.stream and bisect.bisect_right(ts, end) > bisect.bisect_left(ts, r.start):
+                    held.add(task)
+            cands = sorted(t for t in held if not busy(t, r.start, end))
             why = "every tick of it logged 'already running' while this run was open, and no other run of it was"
             if not cands and "feed" in r.hints:
                 cands = sorted(t for t in names if not is_backfill(t))

@@ -106,19 +106,15 @@ def deficit_spiral(e: Evidence, bound_s: float) -> Finding:
     # gap for the refill to have lifted the previous reading above zero
     gap_min = kb["time"].diff().dt.total_seconds().fillna(0).to_numpy() / 60.0
     recovered = np.r_[True, (~neg[:-1]) | (gap_min[1:] * e.rate >= -0.98 * vals[:-1])]
-    starts = np.flatnonzero(neg & recovered)
-    episodes = len(starts)
-    ends = np.r_[starts[1:], len(neg)]
-    deep = kb[kb["balance"] < depth]
+    starts = neg & recovered
+    episodes = int(starts.sum())
+    dip = np.cumsum(starts)                      # the dip each negative reading belongs to
+    deep = kb[neg & (vals < depth)]
     lowest = float(vals.min())
-    deep_episodes = sum(1 for s, t in zip(starts, ends) if (vals[s:t] < depth).any())
+    deep_episodes = int(len(np.unique(dip[neg & (vals < depth)])))
     # or one dip that stays deep for longer than the bound
-    deep_for = 0.0
-    for s_, t_ in zip(starts, ends):
-        seg = kb.iloc[s_:t_]
-        under = seg.loc[seg["balance"] < depth, "time"]
-        if len(under):
-            deep_for = max(deep_for, (under.iloc[-1] - under.iloc[0]).total_seconds())
+    span = deep.groupby(dip[neg & (vals < depth)])["time"].agg(["min", "max"]) if len(deep) else None
+    deep_for = float((span["max"] - span["min"]).dt.total_seconds().max()) if span is not None else 0.0
     if deep_episodes < DEFICIT_EPISODES and deep_for <= bound_s:
         return Finding("deficit_spiral", False,
                        f"Keepa's balance went below {depth:g} ({DEFICIT_MINUTES:g} min of refill) in "

@@ -32,49 +32,66 @@ def silent_after(announced_s: float | None, gaps: np.ndarray) -> float:
 
 
 def wait_intervals(att) -> pd.DataFrame:
-    """One row per wait of every run in an ``Attribution``."""
+    """One row per wait of every run in an ``Attribution``: one pass over the rows in
+    (run, time) order."""
     ev = att.events
-    runs = att.runs.set_index("run") if len(att.runs) else att.runs
-    log_end = {s: t for s, t in ev.groupby(ev["stream"].cat.codes if hasattr(ev["stream"], "cat")
-                                             else pd.factorize(ev["stream"])[0])["time"].max().items()}
+    codes = ev["stream"].cat.codes if hasattr(ev["stream"], "cat") else pd.Series(pd.factorize(ev["stream"])[0])
+    log_end = ev.groupby(codes.to_numpy())["time"].max().to_dict()
     keep = ev[(ev["run"] >= 0) & ev["event"].isin(WANT | GRANT | GIVE_UP | {"spend", "run_finish"})]
+    keep = keep.iloc[np.lexsort((np.arange(len(keep)), keep["run"].to_numpy()))]
+    cols = [c for c in COLUMNS if c != "duration_s"]
+    if keep.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    runs = att.run_list
     rows = []
-    for run_id, g in keep.groupby("run", sort=False):
-        r = runs.loc[run_id]
-        open_ = None
-        times = g["time"].tolist()
-        for t, e, target, bal, consumed, wait, kind, src, line in zip(
-                times, g["event"], g["target"], g["balance"], g["consumed"], g["wait"], g["kind"], g["source"],
-                g["line"]):
-            if e in WANT:
-                if open_ is None:
-                    open_ = {"run": run_id, "task": r["task"], "start": t, "end": t, "target": target,
-                             "balance": bal, "lines": 0, "where": f"{src}:{int(line)}", "last_wait": wait}
-                open_["end"] = t
-                open_["lines"] += 1
-                open_["last_wait"] = wait
-                if target == target:
-                    open_["target"] = target
-            elif open_ is not None and (e in GRANT or e in GIVE_UP or (e == "spend" and not (consumed == 0))):
-                open_["end"] = t
-                open_["ended_by"] = "gave_up" if e in GIVE_UP else "granted"
-                rows.append(open_)
-                open_ = None
-        if open_ is not None:
-            how = r["ended_by"]
-            if how == "open":
-                gaps = np.diff(np.asarray(times, dtype="datetime64[ms]")).astype("float64") / 1000.0
-                end = log_end[r["stream"]]
-                quiet = (end - max(open_["end"], r["last"])).total_seconds()   # 'last' counts lines it may have written
-                if quiet > silent_after(r["announced"], gaps[gaps > 0]):
-                    open_["ended_by"] = "silent"
-                else:
-                    open_["ended_by"], open_["end"] = "open", end
+    run_ids = keep["run"].to_numpy()
+    times = keep["time"].tolist()
+    ms = keep["time"].to_numpy().astype("datetime64[ms]").astype("float64")
+    fields = zip(run_ids, times, keep["event"].astype(object), keep["target"], keep["balance"], keep["consumed"],
+                 keep["source"].astype(object), keep["line"])
+    bounds = np.flatnonzero(np.r_[True, run_ids[1:] != run_ids[:-1], True])
+    first_of = dict(zip(run_ids[bounds[:-1]], zip(bounds[:-1], bounds[1:])))
+    open_, current = None, None
+
+    def close_open(run_id):
+        r = runs[run_id]
+        how = r.ended_by
+        if how == "open":
+            a, b = first_of[run_id]
+            gaps = np.diff(ms[a:b]) / 1000.0
+            end = log_end[r.stream]
+            seen = r.last if r.maybe is None else max(r.last, r.maybe)   # lines it may have written count
+            quiet = (end - max(open_[3], seen)).total_seconds()
+            if quiet > silent_after(r.announced, gaps[gaps > 0]):
+                open_[6] = "silent"
             else:
-                open_["ended_by"] = {"finished": "run_finished"}.get(how, how)
-                if r["end"] is not None and r["end"] == r["end"]:
-                    open_["end"] = r["end"]
+                open_[6], open_[3] = "open", end
+        else:
+            open_[6] = {"finished": "run_finished"}.get(how, how)
+            if r.end is not None and r.end == r.end:
+                open_[3] = r.end
+        rows.append(open_)
+
+    for run_id, t, e, target, bal, consumed, src, line in fields:
+        if run_id != current:
+            if open_ is not None:
+                close_open(current)
+            open_, current = None, run_id
+        if e in WANT:
+            if open_ is None:
+                open_ = [run_id, runs[run_id].task, t, t, target, bal, None, 0, f"{src}:{int(line)}"]
+            open_[3] = t
+            open_[7] += 1
+            if target == target:
+                open_[4] = target
+        elif open_ is not None and (e in GRANT or e in GIVE_UP or (e == "spend" and not (consumed == 0))):
+            open_[3] = t
+            open_[6] = "gave_up" if e in GIVE_UP else "granted"
             rows.append(open_)
-    df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "duration_s"] + ["last_wait"])
-    df["duration_s"] = (df["end"] - df["start"]).dt.total_seconds() if len(df) else pd.Series(dtype="float64")
-    return df.drop(columns=["last_wait"])
+            open_ = None
+    if open_ is not None:
+        close_open(current)
+    df = pd.DataFrame(rows, columns=cols)
+    df["start"], df["end"] = pd.to_datetime(df["start"]), pd.to_datetime(df["end"])
+    df["duration_s"] = (df["end"] - df["start"]).dt.total_seconds()
+    return df.sort_values("start", kind="stable").reset_index(drop=True)
