@@ -138,8 +138,9 @@ def _spent_by_others(e: Evidence, task: str, start, end) -> pd.Series:
 
 def livelock(e: Evidence, bound_s: float) -> Finding:
     """A task wakes and gives up again and again (at least LIVELOCK_GIVE_UPS times) for longer than
-    the bound and saves nothing, while no other task spends the refill: the tokens go to its
-    own unsaved work (peeks), or to nobody. Nobody starves it; it starves itself."""
+    the bound and saves nothing, while the other tasks together spend no more than it does in
+    that stretch: the tokens go to its own unsaved work (peeks), or to nobody. Nobody starves
+    it; it starves itself."""
     cands = []
     for _, h in e.unsaved.iterrows():
         if h["aborts"] >= LIVELOCK_GIVE_UPS and h["duration_s"] > bound_s:

@@ -132,6 +132,15 @@ def _iso(w, ago_min=0):
     return dt.strftime("%Y-%m-%dT%H:%M:00+00:00"), keepa_minutes(dt)
 
 
+def take_lock(w, run, name) -> bool:
+    """The Redis lock without expiry: a duplicate finds it held, says so and skips."""
+    if w.locks.get(name):
+        say(w, run, "INFO", MODULE[name], "--- Task: %s is already running. Skipping execution. ---" % name)
+        return False
+    w.locks[name] = run.id
+    return True
+
+
 def saved(w, task, n):
     w.truth.add(w.truth.saved, task, n)
     w.truth.last_saved[task] = w.now
@@ -140,10 +149,8 @@ def saved(w, task, n):
 def upserter(w, run, tm: TokenManager, batch: int, cost_per_item: float, threshold: float, version="2.11",
              page_threshold: float = 0.0):
     name, mod = "update_recent_deals", MODULE["update_recent_deals"]
-    if w.locks.get(name):
-        say(w, run, "INFO", mod, "--- Task: %s is already running. Skipping execution. ---" % name)
+    if not take_lock(w, run, name):
         return
-    w.locks[name] = run.id
     say(w, run, "INFO", mod, "--- Task: %s started (Version: %s) ---" % (name, version))
     iso, km = w.redis.setdefault("watermark", _iso(w, 60))
     say(w, run, "INFO", mod, "Loaded watermark: %s (Keepa time: %d)" % (iso, km))
@@ -182,10 +189,8 @@ def upserter(w, run, tm: TokenManager, batch: int, cost_per_item: float, thresho
 
 def backfiller(w, run, tm: TokenManager, batch: int, cost_per_item: float, threshold: float, page=4, chunk=22):
     name, mod = "backfill_deals", MODULE["backfill_deals"]
-    if w.locks.get(name):
-        say(w, run, "INFO", mod, "--- Task: %s is already running. Skipping execution. ---" % name)
+    if not take_lock(w, run, name):
         return
-    w.locks[name] = run.id
     page, chunk = w.redis.get("backfill", (page, chunk))
     say(w, run, "INFO", mod, "--- Task: %s started ---" % name)
     say(w, run, "INFO", mod, "--- Resuming backfill from page %d, chunk %d ---" % (page, chunk))
@@ -211,10 +216,8 @@ def ingestor(w, run, tm: TokenManager, burst: float, floor: float, scan: int, pe
     """The Smart Ingestor (02-09 on): Recharge Mode, a deal page, a peek at cheap stats, then commits."""
     name, mod = "smart_ingestor", MODULE["smart_ingestor"]
     rate = w.keepa.rate
-    if w.locks.get(name):
-        say(w, run, "INFO", mod, "--- Task: %s is already running. Skipping execution. ---" % name)
+    if not take_lock(w, run, name):
         return
-    w.locks[name] = run.id
 
     def pause(reason):
         say(w, run, "WARNING", mod, "--- Task Paused: %s. Releasing lock to free worker. ---" % reason)
@@ -297,10 +300,8 @@ def stale_projection_ingestor(w, run, tm: TokenManager, commit_cost: float, vers
     """S11: the Redis projection is stuck below zero; every run computes a wait over 60 s and exits
     before it would sync."""
     name, mod = "smart_ingestor", MODULE["smart_ingestor"]
-    if w.locks.get(name):
-        say(w, run, "INFO", mod, "--- Task: %s is already running. Skipping execution. ---" % name)
+    if not take_lock(w, run, name):
         return
-    w.locks[name] = run.id
     say(w, run, "INFO", mod, "--- Task: %s started (Version: %s) ---" % (name, version))
     yield w.rng.uniform(0.01, 0.05)
     ok = yield from tm.acquire(run, commit_cost, 0)
@@ -317,10 +318,8 @@ def peek_overrun_ingestor(w, run, tm: TokenManager, burst: float, reserve: float
     over 60 s and exit, syncing at most every 300 s."""
     name, mod = "smart_ingestor", MODULE["smart_ingestor"]
     rate = w.keepa.rate
-    if w.locks.get(name):
-        say(w, run, "INFO", mod, "--- Task: %s is already running. Skipping execution. ---" % name)
+    if not take_lock(w, run, name):
         return
-    w.locks[name] = run.id
     say(w, run, "INFO", mod, "--- Task: %s started (Version: %s) ---" % (name, version))
     elapsed = w.now - w.redis.get("synced", -1e9)
     if elapsed >= 300:
@@ -365,10 +364,8 @@ def burst_below_batch_ingestor(w, run, tm: TokenManager, burst: float, scan_cost
     run enters Recharge Mode; the next run recharges to 40 and is blocked again."""
     name, mod = "smart_ingestor", MODULE["smart_ingestor"]
     rate = w.keepa.rate
-    if w.locks.get(name):
-        say(w, run, "INFO", mod, "--- Task: %s is already running. Skipping execution. ---" % name)
+    if not take_lock(w, run, name):
         return
-    w.locks[name] = run.id
     say(w, run, "INFO", mod, "--- Task: %s started (Version: %s) ---" % (name, version))
     b = tm.estimate()
     if w.redis.get("recharge"):
