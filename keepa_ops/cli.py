@@ -104,6 +104,11 @@ def _print_read(stats: dict) -> None:
           f"{stats['skipped']} skipped" + (f", {stats['truncated_files']} truncated gzip" if stats["truncated_files"] else "")
           + (f", {stats['partial_last_lines']} partial last line(s)" if stats["partial_last_lines"] else ""),
           file=sys.stderr)
+    for note in stats.get("skipped_paths", []):
+        print(f"note: {note}", file=sys.stderr)
+    if stats.get("time_outliers"):
+        print(f"note: {stats['time_outliers']} line(s) dated far from their neighbours were re-timed "
+              f"(e.g. {stats['time_outlier_lines'][0]})", file=sys.stderr)
 
 
 def cmd_parse(args) -> int:

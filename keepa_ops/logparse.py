@@ -295,7 +295,8 @@ def _json_events(lines: list[tuple[str, int, bytes]]):
 
 def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
     """Parse log files/directories into a ``ParsedLog``. Never raises on content."""
-    sources = list_sources(paths)
+    notes: list[str] = []
+    sources = list_sources(paths, notes)
     parts, json_lines, skipped_rows, file_rows = [], [], [], []
     stats = {"files": len(sources), "bytes": 0, "lines": 0, "events": 0, "other": 0, "continuation": 0,
              "blank": 0, "skipped": 0, "json": 0, "truncated_files": 0, "partial_last_lines": 0}
@@ -360,6 +361,7 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
     stats["time_outliers"] = len(outliers)
     stats["time_outlier_lines"] = outliers[:20]
     stats["events"] = len(events)
+    stats["skipped_paths"] = notes
     skipped = pd.DataFrame(skipped_rows, columns=["source", "line", "text"])
     return ParsedLog(events, stats, skipped, pd.DataFrame(file_rows))
 

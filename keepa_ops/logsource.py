@@ -7,6 +7,7 @@ file is read only when asked for, so a set is never in memory all at once.
 """
 from __future__ import annotations
 
+import os
 import re
 import zlib
 from dataclasses import dataclass
@@ -46,33 +47,62 @@ def _read(path: Path) -> tuple[bytes, bool]:
 
 
 def _utf8(data: bytes) -> bytes:
-    """UTF-16 logs (with a BOM) become UTF-8; everything else is left as bytes."""
+    """UTF-16 logs (with a BOM) become UTF-8, a UTF-8 BOM goes, and a file whose lines end in CR
+    alone gets LF line ends; everything else is left as bytes."""
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return data.decode("utf-16", "replace").encode("utf-8")
+        data = data.decode("utf-16", "replace").encode("utf-8")
     if data[:3] == b"\xef\xbb\xbf":
-        return data[3:]
+        data = data[3:]
+    if b"\n" not in data and b"\r" in data:   # old-Mac line ends: one line per CR, not one line in all
+        data = data.replace(b"\r", b"\n")
     return data
 
 
-def expand(paths) -> list[Path]:
+def _walk(root: Path, notes: list) -> list[Path]:
+    """The regular files under ``root``; an unreadable folder or a special file is noted, not read."""
+    found = []
+
+    def unreadable(err):
+        notes.append(f"{err.filename}: folder not readable ({err.strerror}), skipped")
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            f = Path(folder) / name
+            if f.is_file():
+                found.append(f)
+            elif f.exists():
+                notes.append(f"{f}: not a regular file (a pipe or a device), skipped")
+    return found
+
+
+def expand(paths, notes: list | None = None) -> list[Path]:
+    """Files named or found under the folders named. A FIFO, socket or device is never opened
+    (reading one can block forever): it is skipped, and so is an unreadable folder, each with
+    a line in ``notes``."""
+    notes = [] if notes is None else notes
     out = []
     for p in paths if isinstance(paths, (list, tuple)) else [paths]:
         p = Path(p)
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")))
-        elif p.exists():
+            out.extend(_walk(p, notes))
+        elif p.is_file():
             out.append(p)
+        elif p.exists():
+            notes.append(f"{p}: not a regular file (a pipe or a device), skipped")
         else:
             raise LogParseError(f"{p}: no such file or directory")
     return out
 
 
-def list_sources(paths) -> list[Source]:
+def list_sources(paths, notes: list | None = None) -> list[Source]:
     """Every file under ``paths`` once (a file named twice, or given beside its directory, is
     read once), rotated sets grouped and ordered oldest first by name (not yet read; the
     parser reorders a set by the time in its content)."""
     seen, files = set(), []
-    for f in expand(paths):
+    for f in expand(paths, notes):
         key = f.resolve()
         if key not in seen:
             seen.add(key)

@@ -194,3 +194,23 @@ def test_only_worker_lines_borrow_the_running_task(tmp_path):
     assert pd_isna(ev.loc[4, "task"])              # Celery's MainProcess runs no task
     assert pd_isna(ev.loc[5, "task"])              # no process named: nothing to borrow
     assert pd_isna(ev.loc[7, "task"])              # after the worker finished its task
+
+
+def test_special_files_are_skipped_with_a_note_not_read(tmp_path):
+    """Reading a FIFO blocks forever; it is named in the notes instead."""
+    import os
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "w.log").write_bytes(SAMPLE)
+    os.mkfifo(tmp_path / "logs" / "pipe.log")
+    for given in ([tmp_path / "logs"], [tmp_path / "logs" / "w.log", tmp_path / "logs" / "pipe.log"]):
+        p = parse_logs(given)
+        assert p.stats["files"] == 1 and p.stats["events"] > 0
+        assert len(p.stats["skipped_paths"]) == 1 and "pipe.log: not a regular file" in p.stats["skipped_paths"][0]
+
+
+def test_cr_only_line_ends_are_lines(tmp_path):
+    (tmp_path / "mac.log").write_bytes(SAMPLE.replace(b"\n", b"\r"))
+    (tmp_path / "unix.log").write_bytes(SAMPLE)
+    mac, unix = parse_logs(tmp_path / "mac.log"), parse_logs(tmp_path / "unix.log")
+    assert mac.stats["lines"] == unix.stats["lines"] == 16 and mac.stats["events"] == unix.stats["events"]
