@@ -296,6 +296,48 @@ def deploy_loses_backfill(d, fmt=None, seed=0):
                     truth=w.truth)
 
 
+def deploy_keeps_locks(d, fmt=None, seed=0):
+    """A deploy that does not flush Redis: both runs die with the old pool, their locks stay, and
+    from then on every tick of either task logs 'already running'."""
+    done = []
+
+    def deploy(w):   # the first moment after 4.1 h that both tasks are mid-run
+        busy = {r.task for r in w.procs.values() if r is not None}
+        if not done and {"update_recent_deals", "backfill_deals"} <= busy:
+            w.restart(flush_redis=False)
+            done.append(w.now)
+
+    w, paths = two_task(d, "celery_worker.log", fmt=fmt or "celery", rate=10, tokens=300, hours=10, seed=20 + seed,
+                        start=datetime(2026, 3, 9, 0, 0, 0), era=P.Era(priority_pass=10),
+                        up=dict(batch=5, cost_per_item=20, threshold=50), up_every=300.0,
+                        bf=dict(batch=8, cost_per_item=20, threshold=80), per_hour=10.0,
+                        faults=[(4.1 * HOUR + k * 5.0, deploy) for k in range(2000)],
+                        resend_backfill=tuple(5.2 * HOUR + k * HOUR for k in range(4)))
+    assert done and w.locks.get("update_recent_deals") and w.locks.get("backfill_deals")
+    assert max(w.truth.last_saved.values()) <= done[0]
+    return Incident("deploy_keeps_locks", paths, ["stall"], [], None, ["backfill_deals", "update_recent_deals"],
+                    refill=10, truth=w.truth)
+
+
+def hung_backfill(d, fmt=None, seed=0):
+    """The Backfiller's call never returns: no error, no line, its lock held; Beat's hourly
+    re-send of it skips. It went silent while it had work."""
+    def hang(w):
+        for p, r in w.procs.items():
+            if r is not None and r.task == "backfill_deals":
+                w.hang(p)
+                return
+
+    w, paths = two_task(d, "celery_worker.log", fmt=fmt or "celery_tasklogger", rate=20, tokens=500, hours=10,
+                        seed=21 + seed, start=datetime(2026, 3, 20, 0, 0, 0), era=P.Era(priority_pass=10),
+                        up=dict(batch=5, cost_per_item=20, threshold=50), up_every=600.0,
+                        bf=dict(batch=10, cost_per_item=20, threshold=100), per_hour=10.0,
+                        faults=[(3.3 * HOUR, hang)], resend_backfill=tuple(k * HOUR + 90.0 for k in range(1, 10)))
+    assert any(x[0] == "backfill_deals" and x[3] == "hung" for x in w.truth.deaths)
+    assert w.truth.last_saved["backfill_deals"] < 3.3 * HOUR < w.truth.last_saved["update_recent_deals"]
+    return Incident("hung_backfill", paths, ["stall"], [], None, ["backfill_deals"], refill=20, truth=w.truth)
+
+
 def healthy_named(d, fmt=None, seed=0):
     """Both tasks wait and are granted within minutes; Upserter every 5 min, batch 5 (150), Backfiller 8 (240)."""
     w, paths = two_task(d, "deals.log", fmt=fmt or "named", rate=10, tokens=150, hours=24, seed=16 + seed,
@@ -340,5 +382,6 @@ def _assert_healthy(w, after_restart=False):
 ALL = [seed_priority_inversion, seed_after_fix_basic, schedule_saturation_named, impossible_target_tasklogger,
        recovery_deadlock_basic, wait_for_max_tasklogger, deficit_spiral_celery, upgrade_peek_overrun,
        burst_below_batch, peek_commit_livelock,
-       stale_projection_named, killed_upserter_stall, deploy_loses_backfill, healthy_named,
+       stale_projection_named, killed_upserter_stall, deploy_loses_backfill, deploy_keeps_locks, hung_backfill,
+       healthy_named,
        healthy_through_a_deploy]

@@ -275,6 +275,13 @@ class World:
         self.next_proc += 1
         self._dispatch()
 
+    def hang(self, process: str):
+        """The run on ``process`` stops forever without a word (a call that never returns)."""
+        run = self.procs.get(process)
+        if run is not None:
+            run.alive = False
+            self.truth.deaths.append((run.task, process, self.now, "hung"))
+
     def restart(self, flush_redis=False):
         """A deploy: warm shutdown kills every run (their locks stay unless Redis is flushed)."""
         self.log("WARNING", "MainProcess", "celery.apps.worker", "worker: Warm shutdown (MainProcess)")
