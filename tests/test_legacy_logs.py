@@ -146,6 +146,22 @@ def test_two_hosts_with_the_same_file_name_are_two_streams(tmp_path):
     assert b.paths and both.verdict == "starvation"
 
 
+def test_a_killed_process_that_ran_no_token_task_is_not_a_stall(tmp_path):
+    """The OOM killer takes the Janitor mid-run near the end of a healthy log: not a token task."""
+    text = (CORPUS / "healthy_refill10.log").read_text().splitlines()
+    k = next(i for i in range(len(text) - 1, 0, -1) if text[i].startswith("[2026-03-03 20:1"))
+    ts = text[k][1:24]
+    text[k + 1:k + 1] = [
+        f"[{ts}: INFO/MainProcess] Task keepa_deals.janitor.clean_stale_deals[aa-1] received",
+        f"[{ts}: INFO/ForkPoolWorker-9] --- Task: clean_stale_deals started ---",
+        f"[{ts}: ERROR/MainProcess] Process 'ForkPoolWorker-9' pid:4242 exited with 'signal 9 (SIGKILL)'",
+        f"[{ts}: ERROR/MainProcess] Task handler raised error: WorkerLostError('Worker exited prematurely: "
+        f"signal 9 (SIGKILL) Job: 7.')"]
+    (tmp_path / "w.log").write_text("\n".join(text) + "\n")
+    d = diagnose(parse_logs(tmp_path / "w.log"), check=False)
+    assert d.verdict == "healthy" and d.stalled == []
+
+
 def test_lines_without_times_say_so(tmp_path):
     body = "\n".join(["INFO:keepa_deals.backfiller:--- Task: backfill_deals started ---",
                       "WARNING:keepa_deals.token_manager:Insufficient tokens (Current: 24.00, Target: 180). "

@@ -195,7 +195,7 @@ def _stalls(evd: Evidence, att) -> list:
         return out
     end_of_stream = ev.groupby(ev["stream"].cat.codes)["time"].max().to_dict() if hasattr(ev["stream"], "cat") \
         else {}
-    for name in sorted(set(runs["task"].dropna())):
+    for name in sorted(evd.tasks):     # only tasks seen on token lines: a dead restriction check is not ours
         mine = runs[(runs["task"] == name) & (runs["ended_by"] != "skip")].sort_values("start")
         if mine.empty:
             continue
