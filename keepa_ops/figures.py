@@ -60,11 +60,10 @@ def balance_and_waits(parsed, targets: dict | None = None, title: str = "Token b
     obs = tl.dropna(subset=["observed"])
     fig.add_trace(go.Scattergl(x=obs["time"], y=obs["observed"], mode="markers", name="balance (logged)",
                                marker=dict(size=3, color="#444")), row=1, col=1)
-    if targets is None:
+    if targets is None:   # each task's most common target over its runs' waits
         targets = {}
-        ev = parsed.events
         for t in tasks:
-            s = ev.loc[(ev["task"] == t) & ev["event"].isin(["wait", "heartbeat", "abort"]), "target"].dropna()
+            s = waits.loc[waits["task"] == t, "target"].dropna() if len(waits) else waits
             if len(s):
                 targets[t] = float(s.mode().iloc[0])
     for i, t in enumerate(tasks):
