@@ -162,6 +162,21 @@ def test_a_killed_process_that_ran_no_token_task_is_not_a_stall(tmp_path):
     assert d.verdict == "healthy" and d.stalled == []
 
 
+def test_a_solo_pool_runs_its_tasks_in_mainprocess(tmp_path):
+    """celery worker --pool=solo: every task line says MainProcess."""
+    lines = ["[2026-02-04 10:00:00,010: INFO/MainProcess] Task keepa_deals.simple_task.update_recent_deals[a-1] "
+             "received",
+             "[2026-02-04 10:00:00,020: INFO/MainProcess] --- Task: update_recent_deals started (Version: 2.1) ---",
+             "[2026-02-04 10:00:00,030: WARNING/MainProcess] Insufficient tokens (Current: 24.00, Target: 250). "
+             "Waiting for 2712s."]
+    lines += ["[2026-02-04 %02d:%02d:00,000: WARNING/MainProcess] Insufficient tokens (Current: %d.00, Target: 250). "
+              "Waiting for %ds." % (10 + m // 60, m % 60, 24 + m, (226 - m) * 12) for m in range(15, 180, 15)]
+    (tmp_path / "solo.log").write_text("\n".join(lines) + "\n")
+    d = diagnose(parse_logs(tmp_path / "solo.log"), check=False)
+    assert d.tasks["update_recent_deals"]["waits"] == 1
+    assert d.tasks["update_recent_deals"]["max_wait_s"] > 2.5 * 3600
+
+
 def test_lines_without_times_say_so(tmp_path):
     body = "\n".join(["INFO:keepa_deals.backfiller:--- Task: backfill_deals started ---",
                       "WARNING:keepa_deals.token_manager:Insufficient tokens (Current: 24.00, Target: 180). "

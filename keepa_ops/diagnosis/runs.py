@@ -8,7 +8,8 @@ a *skip* of that task, never the end of the run that holds the lock.
 
 Attribution, per stream (one rotated set of files):
 
-* a line that names its worker process belongs to the run open on that process;
+* a line that names its worker process belongs to the run open on that process (MainProcess
+  too: a solo pool runs its tasks there; Celery's pool lines about processes are not runs);
 * a line that names no process (``basicConfig`` formats, Python's default, our JSON) and
   names no task belongs to one of the runs open in its stream, bracketed by the task
   modules' own start/finish lines: the only one open; else the run whose own task line
@@ -26,6 +27,7 @@ Invariant: every event row gets at most one run; a row in no run keeps its own t
 """
 from __future__ import annotations
 
+import bisect
 import json
 from dataclasses import dataclass, field
 
@@ -112,7 +114,7 @@ def attribute(events: pd.DataFrame) -> Attribution:
     named_at: dict[int, pd.Timestamp] = {}
     pending_skips: dict[tuple, int] = {}
     skips = []
-    lost_at: dict[int, pd.Timestamp] = {}       # stream -> time of a WorkerLostError naming no process
+    lost_at: dict[int, list] = {}               # stream -> times of lost workers it could not name
     ambiguous = unattributed = 0
     token_tasks = set(TOKEN_TASKS)
     granted: dict[int, Run] = {}                # stream -> the run whose grant awaits its call
@@ -145,7 +147,7 @@ def attribute(events: pd.DataFrame) -> Attribution:
 
     for i in range(n):
         e, proc, task, st = kinds[i], procs[i], tasks[i], streams[i]
-        if e in POOL_EVENTS or proc in POOL_PROCESSES:
+        if e in POOL_EVENTS:
             if e == "worker_exit":
                 name = (json.loads(details[i]) if details[i] else {}).get("reason")
                 r = on_process.pop((st, name), None)
@@ -288,8 +290,9 @@ def attribute(events: pd.DataFrame) -> Attribution:
         feed = [r for r in cands if not is_backfill(r.task)]
         if len(bf) != 1 or len(feed) != 1:
             continue
-        after = [t for t in saves.get(bf[0].id, []) if times[i] <= t <= times[i] + CHECKPOINT_AFTER]
-        owner = bf[0] if after else feed[0]
+        marks = saves.get(bf[0].id, [])     # in time order
+        k = bisect.bisect_left(marks, times[i])
+        owner = bf[0] if k < len(marks) and marks[k] <= times[i] + CHECKPOINT_AFTER else feed[0]
         if pick is None:
             ambiguous -= 1
         run_of[i] = owner.id
@@ -311,8 +314,6 @@ def attribute(events: pd.DataFrame) -> Attribution:
 
 def _infer_tasks(runs: list[Run], skips: list) -> list[str]:
     """Name the runs whose start the log lacks, where the log says whose they are."""
-    import bisect
-
     said = []
     names = {r.task for r in runs if r.task} | {s[1] for s in skips}
     unnamed = [r for r in runs if r.task is None and r.ended_by != "skip"]
