@@ -14,7 +14,8 @@ Attribution, per stream (one rotated set of files):
   names no task belongs to one of the runs open in its stream, bracketed by the task
   modules' own start/finish lines: the only one open; else the run whose own task line
   came just before it (within CALLER_S, and its target does not contradict); else the one
-  whose target it repeats; for a call, the run just granted; else the task whose own module logged last
+  whose target it repeats; for a grant that names no target (Priority Pass), the one run not
+  waiting for a target; for a call, the run just granted; else the task whose own module logged last
   (not a skip, not Celery's line about it); else it stays unattributed and is counted
   as ambiguous. A call given by a weak rule, where one backfill run and one other run could
   have made it, goes to the backfill if its checkpoint line follows within seconds, else to
@@ -71,6 +72,7 @@ class Run:
     maybe: pd.Timestamp | None = None   # the last line that could have been this run's (given to another
                                         # by a weak rule, or left ambiguous): it was not silent until then
     announced: float | None = None      # the re-check its last (possible) wait line announced, in seconds
+    waiting: bool = False               # in a wait for a logged target (its grant will repeat that target)
 
 
 @dataclass
@@ -140,6 +142,10 @@ def attribute(events: pd.DataFrame) -> Attribution:
             r.announced = waits[i]
         if targets[i] == targets[i] and kinds[i] in ("wait", "heartbeat", "abort"):
             r.last_target = targets[i]
+        if kinds[i] in ("wait", "heartbeat"):
+            r.waiting = targets[i] == targets[i] or r.waiting
+        elif kinds[i] in ("grant", "spend", "abort", "run_finish"):
+            r.waiting = False
         if kinds[i] in BACKFILL_EVENTS:
             r.hints.add("backfill")
         elif kinds[i] in FEED_EVENTS:
@@ -242,6 +248,10 @@ def attribute(events: pd.DataFrame) -> Attribution:
                 same = [r for r in cands if r.last_target == targets[i]]
                 if len(same) == 1:
                     pick = same[0]
+            if pick is None and e == "grant" and targets[i] != targets[i]:
+                idle = [r for r in cands if not r.waiting]
+                if len(idle) == 1:
+                    pick = idle[0]          # a run waiting for a target is granted in words that repeat it
             if pick is None and e in ("spend", "429") and granted.get(st) in cands:
                 pick = granted[st]          # the call the run just granted makes
                 weak = granted_weak.get(st, False)

@@ -186,15 +186,20 @@ def starvation(e: Evidence, bound_s: float) -> Finding:
             if len(first) and pd.notna(first["balance"].iloc[0]) and pd.notna(first["target"].iloc[0]):
                 lines.append(f"{first['where'].iloc[0]}: {h['task']} waits at Current "
                              f"{first['balance'].iloc[0]:.2f}, Target {first['target'].iloc[0]:g}.")
-            lines.append(f"meanwhile {culprit} spent {others[culprit]:,.0f} tokens"
+            calls = e.spends[(e.spends["task"] == culprit) & (e.spends["time"] >= h["start"])
+                             & (e.spends["time"] <= h["end"])]
+            lines.append(f"{calls['where'].iloc[0]} to {calls['where'].iloc[-1]}: meanwhile {culprit} made "
+                         f"{len(calls)} calls and spent {others[culprit]:,.0f} tokens"
                          + (f" (its target: {c['target']:g})" if c["target"] is not None else "") + ".")
-            if c["target"] is not None and t["target"] is not None and c["target"] < t["target"]:
-                lines.append(f"{culprit}'s target ({c['target']:g}) is below {h['task']}'s ({t['target']:g}): the "
-                             f"refill reaches it first every time, and each of its calls drops the balance below "
-                             f"{h['task']}'s target again.")
+            cw = e.waits[e.waits["task"] == culprit]
+            if c["target"] is not None and t["target"] is not None and c["target"] < t["target"] and len(cw):
+                lines.append(f"{cw['where'].iloc[0]}: {culprit}'s target ({c['target']:g}) is below "
+                             f"{h['task']}'s ({t['target']:g}): the refill reaches it first every time, and each of "
+                             f"its calls drops the balance below {h['task']}'s target again.")
             elif c["target"] is None:
-                lines.append(f"{culprit} logs no wait: it takes small calls as the refill comes in "
-                             f"(e.g. Priority Pass), so the balance never climbs to {h['task']}'s target.")
+                lines.append(f"{calls['where'].iloc[0]}: {culprit} logs no wait: it takes small calls as the "
+                             f"refill comes in (e.g. Priority Pass), so the balance never climbs to "
+                             f"{h['task']}'s target.")
     if not starved:
         worst = float(e.hungry["duration_s"].max()) if len(e.hungry) else 0.0
         return Finding("starvation", False, f"no task wanted tokens for longer than {_h(bound_s)} while another "
@@ -204,7 +209,14 @@ def starvation(e: Evidence, bound_s: float) -> Finding:
 
 def healthy(e: Evidence, bound_s: float) -> Finding:
     """None of the above: every task that wanted tokens saved work within the bound."""
-    return Finding("healthy", True, evidence=[
+    lines = []
+    for task, t in e.tasks.items():
+        w = e.waits[e.waits["task"] == task]
+        if len(w):
+            worst = w.loc[w["duration_s"].idxmax()]
+            lines.append(f"{worst['where']}: {task}'s longest wait, {_h(worst['duration_s'])} "
+                         f"({worst['ended_by']}); {t['waits']} waits, {t['saved']} saves.")
+    return Finding("healthy", True, evidence=lines + [
         "every wait ended within the bound or in saved work; no deficit spiral, no repeated give-ups, no stall."])
 
 
