@@ -81,7 +81,8 @@ def run_pipeline(logs=None, out=None, config=None, grid=None, hours: float = 168
     import papermill as pm
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = Path(out) if out else Path("runs") / stamp
+    # absolute: papermill runs each notebook in notebooks/, so a relative path would land there
+    out = (Path(out) if out else Path("runs") / stamp).resolve()
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = out.parent
     logs = [str(Path(p).resolve()) for p in (logs or [ROOT / "data" / "sample_logs"])]

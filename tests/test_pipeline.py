@@ -42,14 +42,16 @@ def test_every_step_leaves_a_notebook_a_report_and_its_outputs(run):
     assert index[-1]["run"] == "r1" and index[-1]["outcome"] == "ok"
 
 
-def test_a_healthy_legacy_log_runs_through_to_the_end(tmp_path):
-    """The nightly cron's usual case: nothing to fix, so 02 hands on the demand as logged."""
+def test_a_healthy_legacy_log_runs_through_to_the_end(tmp_path, monkeypatch):
+    """The nightly cron's usual case: nothing to fix, so 02 hands on the demand as logged. The run
+    folder is given relative to where the operator stands, and every file lands under it."""
     from pathlib import Path
 
     log = Path(__file__).parent / "data" / "legacy_corpus" / "healthy_refill10.log"
-    r = run_pipeline(logs=[log], out=tmp_path / "h", hours=24, duration="30m", speed=720, log=lambda m: None)
-    assert r.outcome == "ok"
-    diag = json.loads((r.out / "02_diagnose_starvation" / "diagnosis.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    r = run_pipeline(logs=[log], out="h", hours=24, duration="30m", speed=720, log=lambda m: None)
+    assert r.outcome == "ok" and r.out == tmp_path / "h"
+    diag = json.loads((tmp_path / "h" / "02_diagnose_starvation" / "diagnosis.json").read_text())
     assert diag["verdict"] == "healthy"
     rebuilt = yaml.safe_load((r.out / "02_diagnose_starvation" / "rebuilt_config.yaml").read_text())
     assert rebuilt["refill_per_minute"] == 10
