@@ -15,7 +15,9 @@ from pathlib import Path
 
 from .errors import LogParseError
 
-_ROTATION = re.compile(r"^(?P<base>.+?)(?:\.(?P<n>\d+))?(?:\.gz)?$")
+# x.log.3, x.log.2.gz (RotatingFileHandler) and x.log.2026-03-11, x.log.2026-03-11_04 (TimedRotatingFileHandler)
+_ROTATION = re.compile(r"^(?P<base>.+?)(?:\.(?P<n>\d+)|\.(?P<date>\d{4}-\d{2}-\d{2}(?:[_T]\d{2}(?:-\d{2}){0,2})?))?"
+                       r"(?:\.gz)?$")
 
 
 @dataclass
@@ -107,16 +109,21 @@ def list_sources(paths, notes: list | None = None) -> list[Source]:
         if key not in seen:
             seen.add(key)
             files.append(f)
-    groups: dict[str, list[tuple[int, Path]]] = {}
+    groups: dict[str, list[tuple[tuple, Path]]] = {}
     for f in files:
         m = _ROTATION.match(f.name)
-        base, n = m.group("base"), int(m.group("n") or 0)
-        groups.setdefault(str(f.parent / base), []).append((n, f))
+        if m.group("n"):
+            order = (0, -int(m.group("n")), "")     # .3 is older than .1
+        elif m.group("date"):
+            order = (0, 0, m.group("date"))          # older dates first
+        else:
+            order = (1, 0, "")                       # the live file last
+        groups.setdefault(str(f.parent / m.group("base")), []).append((order, f))
     # a stream is named by its base name, or by its folder too where two folders (two hosts) share it
     names = [Path(g).name for g in groups]
     sources = []
     for (stream, members), name in zip(groups.items(), names):
         label = name if names.count(name) == 1 else str(Path(Path(stream).parent.name) / name)
-        for _, f in sorted(members, key=lambda x: -x[0]):
+        for _, f in sorted(members, key=lambda x: x[0]):
             sources.append(Source(label, f))
     return sources

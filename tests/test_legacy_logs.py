@@ -122,6 +122,18 @@ def test_a_rotated_set_is_read_in_the_order_of_its_content(tmp_path):
     assert d.tasks["update_recent_deals"]["waits"] == 1
 
 
+def test_a_timed_rotation_is_one_stream(tmp_path):
+    """TimedRotatingFileHandler names the older file by its date: still one rotated set."""
+    src = CORPUS / "seed_incident_rotated"
+    (tmp_path / "celery_worker.log.2026-03-11").write_bytes(gzip.decompress((src / "celery_worker.log.1.gz").read_bytes()))
+    shutil.copy(src / "celery_worker.log", tmp_path / "celery_worker.log")
+    parsed = parse_logs(tmp_path)
+    assert list(parsed.events["stream"].cat.categories) == ["celery_worker.log"]
+    d = diagnose(parsed, check=False)
+    _right(d, ["starvation"], ["update_recent_deals"], "backfill_deals")
+    assert d.tasks["update_recent_deals"]["waits"] == 1 and not d.attribution["inferred"]
+
+
 def test_a_line_dated_2099_is_an_outlier_not_a_640000_hour_wait(tmp_path):
     text = (CORPUS / "healthy_refill10.log").read_text().splitlines()
     k = next(i for i, line in enumerate(text) if "Insufficient tokens" in line and i > 3000)
