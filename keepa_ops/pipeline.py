@@ -41,9 +41,11 @@ class PipelineRun:
     out: Path
     steps: list = field(default_factory=list)
     outcome: str = "running"
+    verdict: str | None = None     # what 02 diagnosed, once it has run
 
     def summary(self) -> dict:
-        return {"run": self.out.name, "out": str(self.out), "outcome": self.outcome, "steps": self.steps}
+        return {"run": self.out.name, "out": str(self.out), "outcome": self.outcome, "verdict": self.verdict,
+                "steps": self.steps}
 
 
 def html_report(notebook: Path, html: Path) -> Path:
@@ -114,11 +116,15 @@ def run_pipeline(logs=None, out=None, config=None, grid=None, hours: float = 168
             except pm.PapermillExecutionError as e:
                 rec.update(status="failed", seconds=round(time.monotonic() - t0, 2),
                            error=f"{e.ename}: {e.evalue}")
+                if step == "02_diagnose_starvation" and (dirs[step] / "diagnosis.json").exists():
+                    run.verdict = json.loads((dirs[step] / "diagnosis.json").read_text())["verdict"]
                 if executed.exists():
                     rec["html"] = str(html_report(executed, out / f"{step}.html"))
                 raise PipelineError(step, f"{e.ename}: {e.evalue}", executed) from None
             rec["html"] = str(html_report(executed, out / f"{step}.html"))
             rec.update(status="ok", seconds=round(time.monotonic() - t0, 2))
+            if step == "02_diagnose_starvation":
+                run.verdict = json.loads((dirs[step] / "diagnosis.json").read_text())["verdict"]
             log(f"[pipeline] {step} ok in {rec['seconds']:.1f}s -> {rec['html']}")
         run.outcome = "ok"
     except BaseException:  # recorded as failed, then re-raised

@@ -55,6 +55,17 @@ def test_a_healthy_legacy_log_runs_through_to_the_end(tmp_path, monkeypatch):
     assert diag["verdict"] == "healthy"
     rebuilt = yaml.safe_load((r.out / "02_diagnose_starvation" / "rebuilt_config.yaml").read_text())
     assert rebuilt["refill_per_minute"] == 10
+    assert json.loads((r.out / "run.json").read_text())["verdict"] == "healthy"
+    assert json.loads((tmp_path / "index.json").read_text())[-1]["verdict"] == "healthy"
+
+
+def test_a_log_without_evidence_stops_at_02_and_says_why(tmp_path):
+    log = tmp_path / "empty.log"
+    log.write_text("[2026-02-04 10:00:00,000: INFO/MainProcess] celery@host ready.\n")
+    with pytest.raises(PipelineError) as e:
+        run_pipeline(logs=[log], out=tmp_path / "x", log=lambda m: None)
+    assert e.value.step == "02_diagnose_starvation" and "insufficient evidence: the log holds no token lines" in str(e.value)
+    assert json.loads((tmp_path / "index.json").read_text())[-1]["verdict"] == "insufficient_evidence"
 
 
 def test_a_failing_step_stops_with_the_error_and_the_notebook(tmp_path):
