@@ -133,6 +133,7 @@ def cmd_diagnose(args) -> int:
     from .logparse import parse_logs
     from .schedule import parse_duration
 
+    fail_on = _verdicts(args.fail_on)
     parsed = parse_logs(args.logs)
     if not args.json:
         _print_read(parsed.stats)
@@ -143,7 +144,19 @@ def cmd_diagnose(args) -> int:
         print(json.dumps(out, default=str))
     else:
         print(d.report())
-    return 0
+    return 1 if d.verdict in fail_on else 0
+
+
+def _verdicts(text: str | None) -> set:
+    """``--fail-on starvation,stall`` -> the verdicts, each checked against the known ones."""
+    from .diagnosis import VERDICTS
+
+    names = {v.strip() for v in (text or "").split(",") if v.strip()}
+    unknown = sorted(names - set(VERDICTS))
+    if unknown:
+        raise KeepaOpsError(f"--fail-on: unknown verdict {', '.join(unknown)}. Fix: use any of "
+                            f"{', '.join(VERDICTS)}, comma-separated.")
+    return names
 
 
 def cmd_replay(args) -> int:
@@ -239,9 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     pa_.set_defaults(func=cmd_parse)
 
     d = sub.add_parser("diagnose", help="who starved whom, why, and what to change")
-    d.add_argument("logs", nargs="+")
+    d.add_argument("logs", nargs="+", help="log files or folders: any mix of the legacy formats, our JSON "
+                                          "lines, rotated sets and .gz")
     d.add_argument("--bound", default="1h", help="starvation bound (default 1h)")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true", help="print the diagnosis as one JSON object")
+    d.add_argument("--fail-on", metavar="VERDICT[,VERDICT]",
+                   help="exit 1 when the verdict is one of these (for cron and monitoring), e.g. starvation,stall")
     d.add_argument("--no-check", action="store_true", help="do not re-simulate the recommendation")
     d.set_defaults(func=cmd_diagnose)
 

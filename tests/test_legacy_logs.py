@@ -71,6 +71,16 @@ def test_cli_json_carries_every_field_and_cites_lines(capsys):
     assert out["recommendation"]["offered"]
 
 
+def test_fail_on_gives_cron_an_exit_code(capsys):
+    seed = [str(CORPUS / p) for p in EXPECTED["seed_incident_rotated"]["paths"]]
+    healthy = [str(CORPUS / p) for p in EXPECTED["healthy_refill10"]["paths"]]
+    assert main(["diagnose", "--no-check", "--fail-on", "starvation,stall"] + seed) == 1
+    assert main(["diagnose", "--no-check", "--fail-on", "starvation,stall"] + healthy) == 0
+    assert main(["diagnose", "--fail-on", "starvaton"] + healthy) == 2
+    err = capsys.readouterr().err
+    assert "--fail-on: unknown verdict starvaton" in err and "Traceback" not in err
+
+
 def test_the_live_file_alone_still_names_the_waiting_run(tmp_path):
     """Given only the live half of a rotated pair, the Upserter's run started before the log: its
     task follows from the lock it holds (every tick skips), and the inference is stated."""
