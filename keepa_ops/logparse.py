@@ -411,7 +411,8 @@ def _drop_repeated(events: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     rotation); repeats inside one file are kept, they are what that file says."""
     if events.empty:
         return events, 0
-    again = events.duplicated(subset=_CONTENT, keep="first")
+    # a line without a time (Python's default format) can repeat honestly: only timed lines count
+    again = events.duplicated(subset=_CONTENT, keep="first") & events["time"].notna()
     if not again.any():
         return events, 0
     within = events.duplicated(subset=_CONTENT + ["source"], keep="first")

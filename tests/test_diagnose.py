@@ -1,4 +1,7 @@
-"""Simulate, emit legacy logs, parse, diagnose: the truth must come back."""
+"""keepa-ops reads back its own logs: the engine's events written in the legacy format
+(``legacy_log``) and as JSON lines, diagnosed as the simulator ran them. This only shows that
+keepa-ops understands itself; the diagnosis of logs keepa-ops did not write (the legacy corpus,
+the independent model of the legacy pipeline) is tested in test_legacy_logs.py."""
 import json
 
 import pytest

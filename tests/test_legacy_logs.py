@@ -249,6 +249,21 @@ def test_model_incidents_are_diagnosed_right_in_every_format(tmp_path, make, fmt
             assert d.tasks[task]["target"] == target
 
 
+@pytest.mark.parametrize("fmt", FORMATS + ("pydefault",))
+def test_the_parser_reads_every_line_the_model_wrote(tmp_path, fmt):
+    """Every line of the model's log that has a logging prefix is an event or an ordinary line; only
+    lines with no prefix at all (banner, warning text) may be left over. Each 'Insufficient
+    tokens' line the model wrote is one event."""
+    inc = model.healthy_through_a_deploy(tmp_path, fmt=fmt)
+    text = b"".join(gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes() for p in inc.paths)
+    p = parse_logs(inc.paths)
+    assert p.stats["lines"] == text.count(b"\n")
+    assert set(p.skipped["text"]) <= inc.raw_lines, set(p.skipped["text"]) - inc.raw_lines
+    waits = p.events[(p.events["kind"] == "insufficient_tokens")]
+    assert len(waits) == text.count(b"Insufficient tokens (Current: ")
+    assert (p.events["event"] == "worker_ready").sum() == text.count(b"celery@agentarbitrage ready.")
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 @pytest.mark.parametrize("make", [model.seed_after_fix_basic, model.killed_upserter_stall, model.healthy_named,
                                   model.healthy_through_a_deploy, model.peek_commit_livelock],

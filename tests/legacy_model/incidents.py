@@ -29,6 +29,7 @@ class Incident:
     refill: float | None = None
     targets: dict = field(default_factory=dict)
     truth: object = None
+    raw_lines: set = field(default_factory=set)     # lines the model wrote with no logging prefix
 
 
 def write(world: World, directory: Path, name: str, split: tuple = (), gz: bool = True) -> list[Path]:
@@ -367,7 +368,8 @@ def healthy_through_a_deploy(d, fmt=None, seed=0):
                         resend_backfill=(9.0 * HOUR + 40.0,), split=(0.5,))
     assert w.truth.restarts
     _assert_healthy(w, after_restart=True)
-    return Incident("healthy_through_a_deploy", paths, ["healthy"], [], None, refill=20, truth=w.truth)
+    return Incident("healthy_through_a_deploy", paths, ["healthy"], [], None, refill=20, truth=w.truth,
+                    raw_lines=w.raw_lines)
 
 
 def _assert_healthy(w, after_restart=False):

@@ -143,6 +143,7 @@ class World:
         self.locks: dict[str, str] = {}
         self.redis: dict = {}
         self.lines: list[tuple[float, int, str]] = []
+        self.raw_lines: set[str] = set()
         self.truth = Truth()
         self.noise = noise
         self.job = 0
@@ -156,8 +157,10 @@ class World:
         self.lines.append((t, self.seq, self.fmt.line(dt, level, process, logger, message, task_prefix)))
 
     def raw(self, text):
+        """A line with no logging prefix: the banner, a traceback or warning continuation."""
         self.seq += 1
         self.lines.append((self.now, self.seq, text))
+        self.raw_lines.add(text)
 
     def banner(self):
         dt = self.start + timedelta(seconds=self.now)
