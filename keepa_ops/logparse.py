@@ -119,8 +119,8 @@ del T
 # Extra fields kept as JSON in ``detail``, for the few templates where they matter.
 DETAIL_FIELDS = {"backfill_resume": ("page", "chunk"), "backfill_saved": ("page", "chunk"),
                  "insufficient_tokens": ("limit",), "task_paused": ("reason",), "stop_trigger": ("reason",),
-                 "watermark": ("iso",), "watermark_loaded": ("iso",), "ingest_complete": ("scanned",), "peek_complete": ("scanned",),
-                 "worker_lost": ("reason",), "process_exit": ("reason",)}
+                 "watermark": ("iso",), "watermark_loaded": ("iso",), "ingest_complete": ("scanned",),
+                 "peek_complete": ("scanned",), "worker_lost": ("reason",), "process_exit": ("reason",)}
 
 # Legacy module -> task, for lines whose logger names their task's module.
 MODULE_TASKS = {"keepa_deals.simple_task": "update_recent_deals", "keepa_deals.backfiller": "backfill_deals",

@@ -135,7 +135,8 @@ def test_a_rotated_set_is_read_in_the_order_of_its_content(tmp_path):
 def test_a_timed_rotation_is_one_stream(tmp_path):
     """TimedRotatingFileHandler names the older file by its date: still one rotated set."""
     src = CORPUS / "seed_incident_rotated"
-    (tmp_path / "celery_worker.log.2026-03-11").write_bytes(gzip.decompress((src / "celery_worker.log.1.gz").read_bytes()))
+    older = gzip.decompress((src / "celery_worker.log.1.gz").read_bytes())
+    (tmp_path / "celery_worker.log.2026-03-11").write_bytes(older)
     shutil.copy(src / "celery_worker.log", tmp_path / "celery_worker.log")
     parsed = parse_logs(tmp_path)
     assert list(parsed.events["stream"].cat.categories) == ["celery_worker.log"]

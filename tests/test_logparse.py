@@ -203,8 +203,8 @@ def test_special_files_are_skipped_with_a_note_not_read(tmp_path):
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "w.log").write_bytes(SAMPLE)
     os.mkfifo(tmp_path / "logs" / "pipe.log")
-    for given in ([tmp_path / "logs"], [tmp_path / "logs" / "w.log", tmp_path / "logs" / "pipe.log"]):
-        p = parse_logs(given)
+    for paths in ([tmp_path / "logs"], [tmp_path / "logs" / "w.log", tmp_path / "logs" / "pipe.log"]):
+        p = parse_logs(paths)
         assert p.stats["files"] == 1 and p.stats["events"] > 0
         assert len(p.stats["skipped_paths"]) == 1 and "pipe.log: not a regular file" in p.stats["skipped_paths"][0]
 

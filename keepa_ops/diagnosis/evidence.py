@@ -201,7 +201,7 @@ def _stalls(evd: Evidence, att) -> list:
             continue
         last = mine.iloc[-1]
         log_end = end_of_stream.get(last["stream"], evd.end)
-        how, since, why = None, None, None
+        how, since = None, None
         lines = ev[ev["run"] == last["run"]]
         had_work = lines["event"].isin(WANT | {"grant", "spend"}).any() or not lines["event"].isin(
             ["run_finish"]).any()

@@ -42,7 +42,8 @@ class Diagnosis:
             lines.append("refill: unknown")
         for name, t in self.tasks.items():
             tgt = "?" if t["target"] is None else f"{t['target']:g}"
-            lines.append(f"  {name:24} target {tgt:>6}  waits {t['waits']:>4}  longest {t['max_wait_s'] / 3600:6.2f} h  "
+            lines.append(f"  {name:24} target {tgt:>6}  waits {t['waits']:>4}  "
+                         f"longest {t['max_wait_s'] / 3600:6.2f} h  "
                          f"grants {t['grants']:>5}  tokens {t['tokens']:>9,.0f}  saved {t['saved']:>5}  "
                          f"gave up {t['aborts']}")
         lines.append("evidence:")

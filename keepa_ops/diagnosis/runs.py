@@ -314,7 +314,8 @@ def attribute(events: pd.DataFrame) -> Attribution:
     ev["task"] = pd.Categorical(filled)
     table = pd.DataFrame([{
         "run": r.id, "stream": r.stream, "process": r.process, "task": r.task, "start": r.start, "end": r.end,
-        "last": r.last if r.maybe is None else max(r.last, r.maybe), "ended_by": r.ended_by, "where": r.where, "end_where": r.end_where,
+        "last": r.last if r.maybe is None else max(r.last, r.maybe), "ended_by": r.ended_by, "where": r.where,
+        "end_where": r.end_where,
         "started_in_log": r.started_in_log, "announced": r.announced} for r in runs],
         columns=["run", "stream", "process", "task", "start", "end", "last", "ended_by", "where", "end_where",
                  "started_in_log", "announced"])

@@ -93,8 +93,8 @@ class Keepa:
         b = self.balance()
         ms = int((self.w.start + timedelta(seconds=self.w.now)).timestamp() * 1000)
         return ("{'timestamp': %d, 'tokensLeft': %d, 'refillIn': %d, 'refillRate': %d, 'tokenFlowReduction': 0.0, "
-                "'tokensConsumed': 0, 'processingTimeInMs': %d}" % (ms, int(math.floor(b)), self.w.rng.randint(1000, 59000),
-                                                                     self.rate, self.w.rng.randint(1, 4)))
+                "'tokensConsumed': 0, 'processingTimeInMs': %d}"
+                % (ms, int(math.floor(b)), self.w.rng.randint(1000, 59000), self.rate, self.w.rng.randint(1, 4)))
 
 
 @dataclass
@@ -171,7 +171,8 @@ class World:
                      "- ** ---------- .> app:         worker:0x7f05d24bb25c",
                      "- ** ---------- .> transport:   redis://localhost:6379/0",
                      "- *** --- * --- .> concurrency: %d (prefork)" % self.pool_size, "--- ***** ----- ",
-                     " -------------- [queues]", "                .> celery           exchange=celery(direct) key=celery",
+                     " -------------- [queues]",
+                     "                .> celery           exchange=celery(direct) key=celery",
                      "", "[tasks]"] + ["  . %s" % n for n in sorted(CELERY_NAME.values())]:
             self.raw(text)
         self.log("WARNING", "MainProcess", "celery.redirected",
@@ -267,9 +268,11 @@ class World:
         self.log("ERROR", "MainProcess", "celery.concurrency.asynpool",
                  "Process '%s' pid:%d exited with '%s'" % (process, self.rng.randint(1000, 99999), how))
         self.log("ERROR", "MainProcess", "celery.worker.request",
-                 "Task handler raised error: WorkerLostError('Worker exited prematurely: %s Job: %d.')" % (how, self.job))
+                 "Task handler raised error: WorkerLostError('Worker exited prematurely: %s Job: %d.')"
+                 % (how, self.job))
         for text in ["Traceback (most recent call last):",
-                     '  File "/srv/venv/lib/python3.12/site-packages/billiard/pool.py", line 1264, in mark_as_worker_lost',
+                     '  File "/srv/venv/lib/python3.12/site-packages/billiard/pool.py", line 1264, '
+                     'in mark_as_worker_lost',
                      "    raise WorkerLostError(",
                      "billiard.exceptions.WorkerLostError: Worker exited prematurely: %s Job: %d." % (how, self.job)]:
             self.raw(text)
