@@ -3,6 +3,7 @@
 A grid file maps dotted config keys to lists of values; the grid is their product::
 
     tasks.update_recent_deals.batch_size: [1, 2, 5, 10]
+    tasks.@backfiller.batch_size: [5, 10]      # the config's backfiller, whatever its name
     policy: [threshold, priority]
 
 Invariants:
@@ -63,8 +64,40 @@ def _points(grid: dict[str, list]) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
+ROLES = ("upserter", "backfiller")
+
+
+def resolve_roles(base: Config, grid: dict) -> tuple[dict, list[str]]:
+    """``tasks.@upserter.batch_size`` names the base's upserter, whatever it is called, so one grid
+    fits any demand rebuilt from a log. A role the base has no task for drops its keys, each
+    with a note; a key that names a task spells out its name as before."""
+    out, notes = {}, []
+    for key, values in grid.items():
+        parts = key.split(".")
+        if len(parts) > 2 and parts[0] == "tasks" and parts[1].startswith("@"):
+            role = parts[1][1:]
+            if role not in ROLES:
+                raise ConfigError(f"grid.{key}", f"names the role {role!r}.", f"use one of "
+                                  f"{', '.join('@' + r for r in ROLES)}.")
+            task = base.task(role)
+            if task is None:
+                notes.append(f"grid.{key} left out: the config has no {role}")
+                continue
+            key = ".".join(["tasks", task.name] + parts[2:])
+        out[key] = values
+    return out, notes
+
+
 def _check_keys(base: Config, grid: dict) -> None:
-    """A grid key must name something a config can hold (else every row would fail alike)."""
+    """A grid key must name something a config can hold, and a task the config has (else every
+    row would fail alike)."""
+    names = set(base.tasks)
+    for key in grid:
+        parts = key.split(".")
+        if len(parts) > 2 and parts[0] == "tasks" and parts[1] not in names:
+            raise ConfigError(f"grid.{key}", f"names the task {parts[1]!r}, which the config does not have "
+                              f"(its tasks: {', '.join(sorted(names))}).",
+                              "spell it as one of those, or use tasks.@upserter / tasks.@backfiller.")
     for key in grid:
         try:
             base.with_overrides({key: grid[key][0]})
@@ -139,7 +172,10 @@ class _Progress:
 def sweep(base, grid, hours: float = 168.0, workers: int | None = None, progress=sys.stderr) -> pd.DataFrame:
     """Simulate every grid point; one row each, in grid order, Pareto front marked."""
     base = load_config(base)
-    grid = load_grid(grid)
+    grid, notes = resolve_roles(base, load_grid(grid))
+    if not grid:
+        raise ConfigError("grid", "has no key left for this config (" + "; ".join(notes) + ").",
+                          "add a key the config can take, e.g. `policy: [threshold, priority]`.")
     _check_keys(base, grid)
     points = _points(grid)
     jobs = [(i, base.raw, p, hours) for i, p in enumerate(points)]
@@ -162,6 +198,7 @@ def sweep(base, grid, hours: float = 168.0, workers: int | None = None, progress
     else:
         df["pareto"] = False
     df.attrs["hours"] = hours
+    df.attrs["notes"] = notes
     return df
 
 
@@ -186,7 +223,10 @@ def recommend(df: pd.DataFrame, base, freshness_target: float | None = None) -> 
     """Pick one config by the module's rule; return its overrides, row and the physical bound."""
     base = load_config(base)
     target = freshness_target if freshness_target is not None else base.starvation_bound
-    ok = df[df["valid"].fillna(False).astype(bool) & ~df["starved"].fillna(True).astype(bool)]
+    valid = df["valid"].fillna(False).astype(bool)
+    if not valid.any():
+        raise KeepaOpsError(f"no point of the grid is a valid config; the first: {df['error'].iloc[0]}")
+    ok = df[valid & ~df["starved"].fillna(True).astype(bool)]
     if ok.empty:
         raise KeepaOpsError("no starvation-free config in the grid. Fix: add policy: [priority] to the grid, "
                             "or smaller batch sizes.")

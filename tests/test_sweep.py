@@ -113,3 +113,29 @@ def test_committed_fixed_schedule_is_what_the_sweep_recommends():
     df = sweep(DATA / "seed_incident.yaml", DATA / "pipeline_grid.yaml", hours=168, workers=2, progress=None)
     rec = recommend(df, DATA / "seed_incident.yaml")
     assert rec["config"].raw == load_config(DATA / "fixed_schedule.yaml").raw
+
+
+def test_a_grid_can_name_tasks_by_role(seed_raw):
+    """The pipeline's grid fits any demand rebuilt from logs: @upserter is whatever the upserter is
+    called, and a role the config lacks drops its keys with a note."""
+    raw = dict(seed_raw, tasks={"smart_ingestor": dict(seed_raw["tasks"]["update_recent_deals"])})
+    grid = {"tasks.@upserter.batch_size": [1, 5], "tasks.@backfiller.batch_size": [5, 10],
+            "policy": ["threshold", "priority"]}
+    df = sweep(raw, grid, hours=6, workers=1, progress=None)
+    assert len(df) == 4 and df["valid"].all()
+    assert sorted(df["set:tasks.smart_ingestor.batch_size"].unique()) == [1, 5]
+    assert df.attrs["notes"] == ["grid.tasks.@backfiller.batch_size left out: the config has no backfiller"]
+
+
+def test_a_grid_key_naming_a_missing_task_is_refused_before_sweeping(seed_raw):
+    with pytest.raises(ConfigError, match=r"grid.tasks.update_recnt_deals.batch_size: names the task"):
+        sweep(seed_raw, {"tasks.update_recnt_deals.batch_size": [1, 5]}, hours=1, workers=1, progress=None)
+
+
+def test_a_grid_of_only_invalid_points_says_so(seed_raw):
+    from keepa_ops import KeepaOpsError
+
+    df = sweep(seed_raw, {"tasks.backfill_deals.batch_size": [40, 50]}, hours=1, workers=1, progress=None)
+    assert not df["valid"].any()
+    with pytest.raises(KeepaOpsError, match="no point of the grid is a valid config; the first: tasks.backfill_deals"):
+        recommend(df, seed_raw)
