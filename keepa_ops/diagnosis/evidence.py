@@ -203,9 +203,7 @@ def _stalls(evd: Evidence, att) -> list:
         log_end = end_of_stream.get(last["stream"], evd.end)
         how, since = None, None
         lines = ev[ev["run"] == last["run"]]
-        had_work = lines["event"].isin(WANT | {"grant", "spend"}).any() or not lines["event"].isin(
-            ["run_finish"]).any()
-        if last["ended_by"] in ("died", "restart") and had_work:
+        if last["ended_by"] in ("died", "restart"):   # it never finished: it had work
             since = last["end"]
             how = {"died": f"its process {last['process']} died ({last['end_where'] or 'WorkerLostError'})",
                    "restart": f"the worker restarted under it ({last['end_where']})"}[last["ended_by"]]

@@ -13,6 +13,10 @@ Invariant: ``offered`` is True only for a change whose simulation removed the pr
 """
 from __future__ import annotations
 
+import json
+
+import numpy as np
+
 from ..errors import KeepaOpsError
 from ..simulate import simulate
 from .demand import rebuild_config
@@ -34,10 +38,6 @@ def _every_s(every) -> float | None:
 def _burst_advice(evidence, task: str) -> str | None:
     """For a peek/commit livelock: the burst a run needs so that a page, a peek and a commit all fit
     after Recharge Mode, from the calls the log shows; or the scan size that fits the burst."""
-    import json
-
-    import numpy as np
-
     ev = evidence.events[evidence.events["task"] == task]
     sp = evidence.spends[evidence.spends["task"] == task]
     burst = evidence.tasks[task]["target"]
