@@ -26,7 +26,8 @@ import pandas as pd
 
 from .rate import refill_rate
 from .runs import attribute, is_backfill
-from .waits import SILENT_MIN_S, silent_after, wait_intervals
+from .runs import SILENT_MIN_S
+from .waits import wait_intervals
 
 TOKEN_EVENTS = {"wait", "heartbeat", "grant", "spend", "abort", "429"}
 WANT = {"wait", "heartbeat", "abort"}
@@ -56,10 +57,6 @@ class Evidence:
     @property
     def capacity(self) -> float | None:
         return 60 * self.rate if self.rate else None
-
-
-def _where(row) -> str:
-    return f"{row['source']}:{int(row['line'])}"
 
 
 def _saved_work(ev: pd.DataFrame) -> pd.DataFrame:
@@ -189,31 +186,23 @@ def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
 def _stalls(evd: Evidence, att) -> list:
     """Tasks that are dead at the end of the log, not waiting (see the module doc)."""
     runs = att.runs
-    ev = evd.events
     out = []
     if runs.empty or evd.end is None:
         return out
-    end_of_stream = ev.groupby(ev["stream"].cat.codes)["time"].max().to_dict() if hasattr(ev["stream"], "cat") \
-        else {}
     for name in sorted(evd.tasks):     # only tasks seen on token lines: a dead restriction check is not ours
         mine = runs[(runs["task"] == name) & (runs["ended_by"] != "skip")].sort_values("start")
         if mine.empty:
             continue
         last = mine.iloc[-1]
-        log_end = end_of_stream.get(last["stream"], evd.end)
+        log_end = att.stream_end.get(last["stream"], evd.end)
         how, since = None, None
-        lines = ev[ev["run"] == last["run"]]
         if last["ended_by"] in ("died", "restart"):   # it never finished: it had work
             since = last["end"]
             how = {"died": f"its process {last['process']} died ({last['end_where'] or 'WorkerLostError'})",
                    "restart": f"the worker restarted under it ({last['end_where']})"}[last["ended_by"]]
-        elif last["ended_by"] == "open":
-            times = lines["time"].to_numpy()
-            gaps = np.diff(times).astype("timedelta64[ms]").astype("float64") / 1000.0
-            limit = silent_after(last["announced"], gaps[gaps > 0])
-            if (log_end - last["last"]).total_seconds() > limit:
-                since = last["last"]
-                how = f"its run on {last['process'] or 'the worker'} went silent after {last['where']}"
+        elif last["ended_by"] == "open" and last["silent"]:
+            since = last["last"]
+            how = f"its run on {last['process'] or 'the worker'} went silent after {last['where']}"
         if how is None:
             continue
         quiet = (log_end - since).total_seconds()

@@ -41,6 +41,7 @@ FEED_EVENTS = {"found", "upsert", "watermark", "watermark_loaded", "stop_trigger
 POOL_PROCESSES = {"MainProcess", "Beat"}
 POOL_EVENTS = {"worker_exit", "worker_lost", "worker_ready", "worker_stop"}
 QUIET_DEATH_S = 900.0
+SILENT_MIN_S = 900.0     # an open run this long quiet (and far past its own next check) went silent
 CALLER_S = 2.0      # a token line this soon after a task's own line answers that task
 CHECKPOINT_AFTER = pd.Timedelta(seconds=15)   # a backfill call's checkpoint follows it this soon
 # The legacy pipeline's tasks that call Keepa (legacy-logs spec). A line that names no task is
@@ -72,7 +73,28 @@ class Run:
     maybe: pd.Timestamp | None = None   # the last line that could have been this run's (given to another
                                         # by a weak rule, or left ambiguous): it was not silent until then
     announced: float | None = None      # the re-check its last (possible) wait line announced, in seconds
+    silent: bool = False                # still open at the end, but quiet for far longer than it should be
     waiting: bool = False               # in a wait for a logged target (its grant will repeat that target)
+
+
+    @property
+    def seen(self) -> pd.Timestamp:
+        """The last moment the log shows it (or a line that may have been its)."""
+        return self.last if self.maybe is None else max(self.last, self.maybe)
+
+
+def silent_after(announced_s: float | None, usual_gap_s: float | None) -> float:
+    """How long an open run may be quiet before it counts as silent: well past the re-check it
+    announced and three of its usual gaps between lines, and never less than ``SILENT_MIN_S``."""
+    usual = 3 * usual_gap_s if usual_gap_s and usual_gap_s == usual_gap_s else 0.0
+    announced = 2 * announced_s + 120 if announced_s and announced_s == announced_s else 0.0
+    return max(SILENT_MIN_S, usual, announced)
+
+
+def stream_codes(ev: pd.DataFrame) -> np.ndarray:
+    """Each row's stream as a small integer."""
+    s = ev["stream"]
+    return (s.cat.codes if hasattr(s, "cat") else pd.Series(pd.factorize(s)[0])).to_numpy()
 
 
 @dataclass
@@ -86,6 +108,7 @@ class Attribution:
     unattributed: int
     inferred: list = field(default_factory=list)
     run_list: list = field(default_factory=list)   # the Run objects behind ``runs``, by id
+    stream_end: dict = field(default_factory=dict)  # stream code -> the time of its last line
 
 
 def _where(src, line) -> str:
@@ -100,8 +123,7 @@ def attribute(events: pd.DataFrame) -> Attribution:
     kinds = ev["event"].astype(object).tolist()
     procs = ev["process"].astype(object).where(ev["process"].notna(), None).tolist()
     tasks = ev["task"].astype(object).where(ev["task"].notna(), None).tolist()
-    streams = ev["stream"].cat.codes.tolist() if hasattr(ev["stream"], "cat") else \
-        pd.factorize(ev["stream"])[0].tolist()
+    streams = stream_codes(ev).tolist()
     srcs = ev["source"].astype(object).tolist()
     lines = ev["line"].tolist()
     targets = ev["target"].tolist()
@@ -288,9 +310,8 @@ def attribute(events: pd.DataFrame) -> Attribution:
     for r in runs:
         if r.end is not None:
             continue
-        seen = max(r.last, r.maybe) if r.maybe is not None else r.last
-        after = [t for t in lost_at.get(r.stream, []) if t >= seen]
-        if after and (stream_end[r.stream] - seen).total_seconds() > QUIET_DEATH_S:
+        after = [t for t in lost_at.get(r.stream, []) if t >= r.seen]
+        if after and (stream_end[r.stream] - r.seen).total_seconds() > QUIET_DEATH_S:
             r.end, r.ended_by, r.end_where = after[0], "died", "a WorkerLostError that names no process"
 
     # A backfill call is followed within seconds by its checkpoint line; a call given to the
@@ -307,6 +328,7 @@ def attribute(events: pd.DataFrame) -> Attribution:
             ambiguous -= 1
         run_of[i] = owner.id
 
+    _mark_silent(runs, run_of, ev["time"], stream_end)
     inferred = _infer_tasks(runs, skips)
     run_task = {r.id: r.task for r in runs}
     filled = [run_task.get(int(k)) if k >= 0 else tasks[i] for i, k in enumerate(run_of)]
@@ -314,13 +336,31 @@ def attribute(events: pd.DataFrame) -> Attribution:
     ev["task"] = pd.Categorical(filled)
     table = pd.DataFrame([{
         "run": r.id, "stream": r.stream, "process": r.process, "task": r.task, "start": r.start, "end": r.end,
-        "last": r.last if r.maybe is None else max(r.last, r.maybe), "ended_by": r.ended_by, "where": r.where,
-        "end_where": r.end_where,
-        "started_in_log": r.started_in_log, "announced": r.announced} for r in runs],
+        "last": r.seen, "ended_by": r.ended_by, "where": r.where, "end_where": r.end_where,
+        "started_in_log": r.started_in_log, "silent": r.silent} for r in runs],
         columns=["run", "stream", "process", "task", "start", "end", "last", "ended_by", "where", "end_where",
-                 "started_in_log", "announced"])
+                 "started_in_log", "silent"])
     sk = pd.DataFrame(skips, columns=["time", "task", "stream", "where"])
-    return Attribution(ev, table, sk, ambiguous, unattributed, inferred, runs)
+    return Attribution(ev, table, sk, ambiguous, unattributed, inferred, runs, stream_end)
+
+
+def _mark_silent(runs: list[Run], run_of: np.ndarray, times: pd.Series, stream_end: dict) -> None:
+    """An open run that has been quiet past ``silent_after`` of its own rhythm went silent."""
+    rows = np.flatnonzero((run_of >= 0) & times.notna().to_numpy())
+    if not len(rows):
+        return
+    ms = times.to_numpy().astype("datetime64[ms]").astype("int64").astype("float64")[rows]
+    ids = run_of[rows]
+    order = np.lexsort((np.arange(len(ids)), ids))
+    ids, ms = ids[order], ms[order]
+    same = ids[1:] == ids[:-1]
+    gaps = np.diff(ms) / 1000.0
+    keep = same & (gaps > 0)
+    usual = pd.Series(gaps[keep]).groupby(ids[1:][keep]).median().to_dict()
+    for r in runs:
+        if r.end is None:
+            quiet = (stream_end[r.stream] - r.seen).total_seconds()
+            r.silent = quiet > silent_after(r.announced, usual.get(r.id))
 
 
 def _infer_tasks(runs: list[Run], skips: list) -> list[str]:

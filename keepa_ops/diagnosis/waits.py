@@ -18,25 +18,13 @@ import pandas as pd
 WANT = {"wait", "heartbeat"}
 GRANT = {"grant"}
 GIVE_UP = {"abort"}
-SILENT_MIN_S = 900.0     # a waiting run this long quiet (and far past its own next check) went silent
-
 COLUMNS = ["run", "task", "start", "end", "target", "balance", "ended_by", "duration_s", "lines", "where"]
-
-
-def silent_after(announced_s: float | None, gaps: np.ndarray) -> float:
-    """How long a waiting run may be quiet before it counts as silent: well past the re-check it
-    announced and past its own usual rhythm, and never less than ``SILENT_MIN_S``."""
-    usual = 3 * float(np.median(gaps)) if len(gaps) else 0.0
-    announced = 2 * announced_s + 120 if announced_s and announced_s == announced_s else 0.0
-    return max(SILENT_MIN_S, usual, announced)
 
 
 def wait_intervals(att) -> pd.DataFrame:
     """One row per wait of every run in an ``Attribution``: one pass over the rows in
     (run, time) order."""
     ev = att.events
-    codes = ev["stream"].cat.codes if hasattr(ev["stream"], "cat") else pd.Series(pd.factorize(ev["stream"])[0])
-    log_end = ev.groupby(codes.to_numpy())["time"].max().to_dict()
     keep = ev[(ev["run"] >= 0) & ev["event"].isin(WANT | GRANT | GIVE_UP | {"spend", "run_finish"})]
     keep = keep.iloc[np.lexsort((np.arange(len(keep)), keep["run"].to_numpy()))]
     cols = [c for c in COLUMNS if c != "duration_s"]
@@ -46,26 +34,18 @@ def wait_intervals(att) -> pd.DataFrame:
     rows = []
     run_ids = keep["run"].to_numpy()
     times = keep["time"].tolist()
-    ms = keep["time"].to_numpy().astype("datetime64[ms]").astype("float64")
     fields = zip(run_ids, times, keep["event"].astype(object), keep["target"], keep["balance"], keep["consumed"],
                  keep["source"].astype(object), keep["line"])
-    bounds = np.flatnonzero(np.r_[True, run_ids[1:] != run_ids[:-1], True])
-    first_of = dict(zip(run_ids[bounds[:-1]], zip(bounds[:-1], bounds[1:])))
     open_, current = None, None
 
     def close_open(run_id):
         r = runs[run_id]
         how = r.ended_by
         if how == "open":
-            a, b = first_of[run_id]
-            gaps = np.diff(ms[a:b]) / 1000.0
-            end = log_end[r.stream]
-            seen = r.last if r.maybe is None else max(r.last, r.maybe)   # lines it may have written count
-            quiet = (end - max(open_[3], seen)).total_seconds()
-            if quiet > silent_after(r.announced, gaps[gaps > 0]):
+            if r.silent:
                 open_[6] = "silent"
             else:
-                open_[6], open_[3] = "open", end
+                open_[6], open_[3] = "open", att.stream_end[r.stream]
         else:
             open_[6] = {"finished": "run_finished"}.get(how, how)
             if r.end is not None and r.end == r.end:
