@@ -353,11 +353,10 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
                 part["_file"] = np.full(len(g), order[src_name], dtype="float64")
                 parts.append(part)
     _order_by_content(parts, sources, file_rows)
-    events = _frame(parts)
+    events, outliers = _frame(parts)
     del parts
     if len(sources) > 1:
         events, stats["duplicate_events"] = _drop_repeated(events)
-    outliers = events.attrs.pop("time_outliers", [])
     stats["time_outliers"] = len(outliers)
     stats["time_outlier_lines"] = outliers[:20]
     stats["events"] = len(events)
@@ -544,8 +543,9 @@ def _categorical_of(coded: list[_Coded]) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=pd.Index(list(index), dtype=object))
 
 
-def _frame(parts: list[dict]) -> pd.DataFrame:
-    """Concatenate the extracted parts into the typed events DataFrame, in time order."""
+def _frame(parts: list[dict]) -> tuple[pd.DataFrame, list[str]]:
+    """Concatenate the extracted parts into the typed events DataFrame, in time order; and the
+    ``file:line`` of each line re-timed as misdated."""
     parts = parts or [_empty_part()]
     sizes = [len(p["line"]) for p in parts]
     offsets = np.cumsum([0] + sizes)
@@ -611,9 +611,7 @@ def _frame(parts: list[dict]) -> pd.DataFrame:
     df = _attribute(df)
     # time order; lines of the same millisecond keep their read order (a rotated set's older file first)
     t = df["time"].to_numpy().view(np.int64)
-    df = _reorder(df, (np.arange(len(df)), t))
-    df.attrs["time_outliers"] = where
-    return df
+    return _reorder(df, (np.arange(len(df)), t)), where
 
 
 def _reorder(df: pd.DataFrame, keys) -> pd.DataFrame:

@@ -60,6 +60,10 @@ def _utf8(data: bytes) -> bytes:
     return data
 
 
+def _special(path: Path) -> str:
+    return f"{path}: not a regular file (a pipe or a device), skipped"
+
+
 def _walk(root: Path, notes: list) -> list[Path]:
     """The regular files under ``root``; an unreadable folder or a special file is noted, not read."""
     found = []
@@ -76,7 +80,7 @@ def _walk(root: Path, notes: list) -> list[Path]:
             if f.is_file():
                 found.append(f)
             elif f.exists():
-                notes.append(f"{f}: not a regular file (a pipe or a device), skipped")
+                notes.append(_special(f))
     return found
 
 
@@ -93,7 +97,7 @@ def expand(paths, notes: list | None = None) -> list[Path]:
         elif p.is_file():
             out.append(p)
         elif p.exists():
-            notes.append(f"{p}: not a regular file (a pipe or a device), skipped")
+            notes.append(_special(p))
         else:
             raise LogParseError(f"{p}: no such file or directory")
     return out
