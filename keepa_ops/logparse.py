@@ -212,6 +212,7 @@ class ParsedLog:
     stats: dict
     skipped: pd.DataFrame
     files: pd.DataFrame = field(default=None)
+    _waits: pd.DataFrame = field(default=None, repr=False, compare=False)
 
     def read_table(self):
         """What was read, per file and in total: lines, token events, skipped."""
@@ -242,11 +243,14 @@ class ParsedLog:
         return pd.concat([df, out], ignore_index=True).sort_values("time", kind="stable").reset_index(drop=True)
 
     def waits(self) -> pd.DataFrame:
-        """One row per wait of each run: task, start, end, target, how it ended (see diagnosis.waits)."""
+        """One row per wait of each run: task, start, end, target, how it ended (see diagnosis.waits).
+        Worked out once per ParsedLog: the notebook's table and its figure ask for the same."""
         from .diagnosis.runs import attribute
         from .diagnosis.waits import wait_intervals
 
-        return wait_intervals(attribute(self.events))
+        if self._waits is None:
+            self._waits = wait_intervals(attribute(self.events))
+        return self._waits
 
 
 def _json_time_ms(ts) -> float:
