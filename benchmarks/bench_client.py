@@ -14,7 +14,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from keepa_ops.client import KeepaClient  # noqa: E402
+from keepa_ops.keepa.client import KeepaClient  # noqa: E402
 
 N = 3000
 

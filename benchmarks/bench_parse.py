@@ -71,8 +71,8 @@ def generate(path: Path, n: int = LINES) -> int:
 CHILD = """
 import sys, time
 sys.path.insert(0, {root!r})
-from keepa_ops.logparse import parse_logs
-from keepa_ops.linescan import NATIVE
+from keepa_ops.logs.parser import parse_logs
+from keepa_ops.logs.scanner import NATIVE
 import pandas, pyarrow
 def hwm():
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))

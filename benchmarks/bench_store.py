@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from keepa_ops.store import SCHEMA, UPSERT, DealStore  # noqa: E402
-from keepa_ops.wire import DealRef  # noqa: E402
+from keepa_ops.live.store import SCHEMA, UPSERT, DealStore  # noqa: E402
+from keepa_ops.keepa.wire import DealRef  # noqa: E402
 
 N = 200_000
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from keepa_ops.sweep import sweep  # noqa: E402
+from keepa_ops.planning.sweep import sweep  # noqa: E402
 
 UP, BF = "tasks.update_recent_deals", "tasks.backfill_deals"
 GRID = {  # 5 x 5 x 4 x 2 x 5 = 1,000 points, every target within the bucket

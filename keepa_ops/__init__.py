@@ -11,35 +11,52 @@ The top-level API::
 
     table = keepa_ops.sweep("data/seed_incident.yaml", "data/seed_grid.yaml")
     keepa_ops.run_live("data/fixed_schedule.yaml", "deals.sqlite", duration=3600, speed=60)
+
+The layout, one concern per subpackage (each one's docstring says what it owns and what
+it may import; ``lint-imports`` checks the layers in ``make test``), top to bottom:
+``reports`` (figures, the notebook pipeline), ``planning`` (sweeps), ``logs`` (reading
+production logs), ``diagnosis`` (verdicts and replays), ``live`` and ``simulation`` (the
+engine's two clocks and transports), ``config``, ``core`` (the engine), ``keepa`` (Keepa's
+rules: bucket, meter, deal stream, wire, client), ``errors``.
+
+Names are re-exported lazily (PEP 562): ``import keepa_ops`` imports neither pandas nor
+the engine until a name is used, so ``keepa-ops --help`` and ``keepa-ops run`` stay light.
 """
-from .bucket import TokenBucket
-from .clock import RealClock, VirtualClock
-from .config import Config, load_config, parse_config
-from .diagnosis import Diagnosis, diagnose
-from .engine import Engine
-from .errors import (ConfigError, KeepaError, KeepaOpsError, KeepaRequestRejected, KeepaUnavailable,
-                     LogParseError, NotEnoughTokens)
-from .events import EventLog
-from .logparse import ParsedLog, parse_logs
-from .diagnosis.demand import rebuild_config
-from .replay import replay
-from .runner import run_live
-from .simulate import SimResult, simulate
-from .sweep import recommend, sweep
+from __future__ import annotations
 
-
-def run_pipeline(*args, **kwargs):
-    """Run the notebooks 01 -> 04 (needs the ``notebooks`` extra); see ``keepa_ops.pipeline``."""
-    from .pipeline import run_pipeline as _run
-
-    return _run(*args, **kwargs)
-
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Config", "ConfigError", "Diagnosis", "Engine", "EventLog", "KeepaError", "KeepaOpsError",
-    "KeepaRequestRejected", "KeepaUnavailable", "LogParseError", "NotEnoughTokens", "ParsedLog", "RealClock",
-    "SimResult", "TokenBucket", "VirtualClock", "diagnose", "load_config", "parse_config", "parse_logs",
-    "rebuild_config", "recommend", "replay", "run_live", "run_pipeline", "simulate", "sweep",
-]
+# name -> module that defines it
+_EXPORTS = {
+    "Config": "config", "load_config": "config", "parse_config": "config",
+    "ConfigError": "errors", "KeepaError": "errors", "KeepaOpsError": "errors",
+    "KeepaRequestRejected": "errors", "KeepaUnavailable": "errors", "LogParseError": "errors",
+    "NotEnoughTokens": "errors",
+    "TokenBucket": "keepa.bucket",
+    "RealClock": "core.clock", "VirtualClock": "core.clock",
+    "Engine": "core.engine", "EventLog": "core.events",
+    "SimResult": "simulation.simulate", "simulate": "simulation.simulate",
+    "run_live": "live.runner",
+    "ParsedLog": "logs.parser", "parse_logs": "logs.parser",
+    "Diagnosis": "diagnosis", "diagnose": "diagnosis",
+    "rebuild_config": "diagnosis.demand", "replay": "diagnosis.replay",
+    "sweep": "planning.sweep", "choose_config": "planning.sweep",
+    "run_pipeline": "reports.pipeline",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keepa_ops' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

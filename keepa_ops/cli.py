@@ -40,7 +40,7 @@ def _print_sim(s: dict) -> None:
 
 
 def cmd_simulate(args) -> int:
-    from .simulate import simulate
+    from .simulation.simulate import simulate
 
     result = simulate(args.config, hours=args.hours)
     if args.events:
@@ -56,8 +56,8 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .runner import run_live
-    from .schedule import parse_duration
+    from .live.runner import run_live
+    from .core.schedule import parse_duration
 
     duration = parse_duration(args.duration, "--duration") if args.duration else None
     events = args.events or (str(args.db) + ".events.jsonl")
@@ -82,7 +82,7 @@ def cmd_fake_keepa(args) -> int:
     import signal
     import threading
 
-    from .fake_server import FakeKeepa
+    from .live.fake_server import FakeKeepa
 
     fake = FakeKeepa(args.refill_per_minute, args.start_tokens, stepped=args.refill == "stepped",
                      speed=args.speed, seed=args.seed, deals_per_hour=args.deals_per_hour,
@@ -112,7 +112,7 @@ def _print_read(stats: dict) -> None:
 
 
 def cmd_parse(args) -> int:
-    from .logparse import parse_logs
+    from .logs.parser import parse_logs
 
     parsed = parse_logs(args.logs)
     _print_read(parsed.stats)
@@ -130,8 +130,8 @@ def cmd_parse(args) -> int:
 
 def cmd_diagnose(args) -> int:
     from .diagnosis import diagnose
-    from .logparse import parse_logs
-    from .schedule import parse_duration
+    from .logs.parser import parse_logs
+    from .core.schedule import parse_duration
 
     fail_on = _verdicts(args.fail_on)
     parsed = parse_logs(args.logs)
@@ -160,8 +160,8 @@ def _verdicts(text: str | None) -> set:
 
 
 def cmd_replay(args) -> int:
-    from .logparse import parse_logs
-    from .replay import replay
+    from .logs.parser import parse_logs
+    from .diagnosis.replay import replay
 
     parsed = parse_logs(args.logs)
     alt = args.config if args.config else {"policy": args.policy}
@@ -185,7 +185,7 @@ def cmd_replay(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import recommend, sweep, write_fixed_schedule
+    from .planning.sweep import choose_config, sweep, write_fixed_schedule
 
     df = sweep(args.config, args.grid, hours=args.hours, workers=args.workers,
                progress=None if args.quiet else sys.stderr)
@@ -197,7 +197,7 @@ def cmd_sweep(args) -> int:
           f"{int(df['pareto'].sum())} on the Pareto front" + (f"; table in {args.out}" if args.out else ""))
     for pol, g in valid.groupby("policy"):
         print(f"  {pol:10} {int(g['starved'].sum())}/{len(g)} starve")
-    rec = recommend(df, args.config)
+    rec = choose_config(df, args.config)
     row = rec["row"]
     print(f"recommended #{rec['config_id']}: {rec['overrides']}")
     print(f"  rule: {rec['rule']}")
@@ -211,7 +211,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_pipeline(args) -> int:
-    from .pipeline import run_pipeline
+    from .reports.pipeline import run_pipeline
 
     run = run_pipeline(logs=args.logs, out=args.out, config=args.config, grid=args.grid, hours=args.hours,
                        duration=args.duration, speed=args.speed, keepa_url=args.keepa_url,

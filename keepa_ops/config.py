@@ -16,13 +16,12 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
-from .policies import POLICIES as POLICY_CLASSES
-from .policies import admission_target
-from .schedule import Continuous, Cron, Every, parse_duration
+from .core.policies import POLICIES as POLICY_CLASSES
+from .core.policies import admission_target
+from .core.schedule import Continuous, Cron, Every, parse_duration
 
 POLICIES = tuple(POLICY_CLASSES)
 ROLES = ("upserter", "backfiller")
-PAGE_SIZE = 150  # Keepa: up to 150 deals per /deal page
 
 _TOP = {"refill_per_minute", "start_tokens", "capacity", "refill", "policy", "starvation_bound",
         "start", "tasks", "workload", "keepa"}

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from keepa_ops.bucket import TokenBucket
+from keepa_ops.keepa.bucket import TokenBucket
 
 
 @pytest.mark.parametrize("target,seconds", [(250, 2712), (180, 1872), (150, 1512)])

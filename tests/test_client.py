@@ -2,10 +2,10 @@
 import pytest
 import requests
 
-from keepa_ops.client import ApiKey, KeepaClient, retry_after
+from keepa_ops.keepa.client import ApiKey, KeepaClient, retry_after
 from keepa_ops.errors import KeepaRequestRejected, KeepaUnavailable, NotEnoughTokens
-from keepa_ops.fake_server import FakeKeepa
-from keepa_ops.wire import Envelope
+from keepa_ops.live.fake_server import FakeKeepa
+from keepa_ops.keepa.wire import Envelope
 
 SECRET = "sekret-key-9f3a1c"
 

@@ -1,12 +1,12 @@
 import pytest
 
 from keepa_ops import ConfigError, load_config, parse_config
-from keepa_ops.schedule import Continuous, Cron, Every
+from keepa_ops.core.schedule import Continuous, Cron, Every
 from tests.conftest import DATA
 
 
 def test_seed_config_files_load():
-    from keepa_ops.sweep import load_grid
+    from keepa_ops.planning.sweep import load_grid
 
     files = sorted(DATA.glob("*.yaml"))
     assert len(files) >= 6

@@ -8,9 +8,9 @@ import pytest
 
 from keepa_ops.cli import main
 from keepa_ops.diagnosis import diagnose
-from keepa_ops.incidents import INCIDENTS, make_incident_log
-from keepa_ops.logparse import parse_logs
-from keepa_ops.replay import replay
+from keepa_ops.logs.incidents import INCIDENTS, make_incident_log
+from keepa_ops.logs.parser import parse_logs
+from keepa_ops.diagnosis.replay import replay
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_cli_replay_with_a_config_file(logs, tmp_path, capsys):
 def test_our_own_event_log_diagnoses_like_the_legacy_one(tmp_path):
     from keepa_ops import simulate
 
-    from keepa_ops.incidents import INCIDENTS as I
+    from keepa_ops.logs.incidents import INCIDENTS as I
 
     r = simulate(I["seed_before_fix"][0], 24)
     r.events.write(tmp_path / "events.jsonl")
@@ -128,7 +128,7 @@ def test_committed_sample_logs_are_what_keepa_ops_generates(tmp_path):
     """data/sample_logs is incidents.write_sample_logs' output; if the engine changes, regenerate it."""
     import gzip
 
-    from keepa_ops.incidents import write_sample_logs
+    from keepa_ops.logs.incidents import write_sample_logs
     from tests.conftest import DATA
 
     def text(p):

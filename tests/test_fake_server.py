@@ -4,7 +4,7 @@ import json
 import pytest
 import requests
 
-from keepa_ops.fake_server import FakeKeepa
+from keepa_ops.live.fake_server import FakeKeepa
 
 ENVELOPE = {"timestamp", "tokensLeft", "refillIn", "refillRate", "tokenFlowReduction", "tokensConsumed",
             "processingTimeInMs"}
@@ -129,7 +129,7 @@ def test_cli_serves_on_loopback_and_stops_on_sigterm():
 def test_keepa_time_is_minutes_since_2011():
     from datetime import datetime, timezone
 
-    from keepa_ops.wire import keepa_minutes_to_unix, unix_to_keepa_minutes
+    from keepa_ops.keepa.wire import keepa_minutes_to_unix, unix_to_keepa_minutes
 
     assert keepa_minutes_to_unix(0) == datetime(2011, 1, 1, tzinfo=timezone.utc).timestamp()
     t = datetime(2026, 2, 4, 10, 15, tzinfo=timezone.utc).timestamp()

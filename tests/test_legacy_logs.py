@@ -9,7 +9,7 @@ import yaml
 
 from keepa_ops.cli import main
 from keepa_ops.diagnosis import VERDICTS, diagnose
-from keepa_ops.logparse import parse_logs
+from keepa_ops.logs.parser import parse_logs
 from tests.legacy_model import incidents as model
 
 CORPUS = __import__("pathlib").Path(__file__).parent / "data" / "legacy_corpus"

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keepa_ops import linescan, logparse
-from keepa_ops.linescan import FIELDS, Program, Template
-from keepa_ops.logparse import PROGRAM, TEMPLATES, parse_logs
+from keepa_ops.logs import parser as logparse
+from keepa_ops.logs import scanner as linescan
+from keepa_ops.logs.scanner import FIELDS, Program, Template
+from keepa_ops.logs.parser import PROGRAM, TEMPLATES, parse_logs
 from tests.test_logparse import SAMPLE
 
 PREFIXES = [b"[2026-02-04 10:00:01,481: WARNING/ForkPoolWorker-2] ", b"2026-02-04 10:00:01,481 - WARNING - ",
@@ -186,7 +187,7 @@ def test_ranges_split_anywhere_give_the_same_events(tmp_path, monkeypatch):
 
 
 def test_without_the_extension_parsing_gives_the_same_answer(tmp_path, monkeypatch):
-    from keepa_ops.incidents import make_incident_log
+    from keepa_ops.logs.incidents import make_incident_log
 
     f = tmp_path / "w.log"
     f.write_bytes(SAMPLE)

@@ -13,9 +13,9 @@ import requests
 import yaml
 
 from keepa_ops import simulate
-from keepa_ops.fake_server import FakeKeepa
-from keepa_ops.runner import run_live
-from keepa_ops.wire import DealRef
+from keepa_ops.live.fake_server import FakeKeepa
+from keepa_ops.live.runner import run_live
+from keepa_ops.keepa.wire import DealRef
 from tests.conftest import ROOT
 
 SECRET = "kx-secret-7c1e55d0a9"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keepa_ops.logparse import parse_logs
+from keepa_ops.logs.parser import parse_logs
 
 SAMPLE = b"""[2026-02-04 10:00:00,000: INFO/MainProcess] Task keepa_deals.simple_task.update_recent_deals[6f1c-aa] received
 [2026-02-04 10:00:00,100: INFO/ForkPoolWorker-2] --- Task: update_recent_deals started (Version: 2.1) ---

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from keepa_ops import load_config
-from keepa_ops.pipeline import STEPS, PipelineError, run_pipeline
+from keepa_ops.reports.pipeline import STEPS, PipelineError, run_pipeline
 from tests.conftest import DATA
 
 
@@ -81,8 +81,8 @@ def test_the_key_stays_out_of_an_executed_notebook(tmp_path, monkeypatch):
     """04 against a real URL: the key comes from the environment and lands in no output."""
     import papermill as pm
 
-    from keepa_ops.fake_server import FakeKeepa
-    from keepa_ops.pipeline import NOTEBOOK_DIR, html_report
+    from keepa_ops.live.fake_server import FakeKeepa
+    from keepa_ops.reports.pipeline import NOTEBOOK_DIR, html_report
 
     secret = "nb-secret-5b0c7e19f2"
     fake = FakeKeepa(5, 300, speed=720, pending=20, backlog=200, keys=[secret])

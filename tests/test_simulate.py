@@ -63,7 +63,7 @@ def test_event_log_is_ordered_and_tells_the_story():
 
 
 def test_every_event_is_of_a_documented_kind(seed_raw):
-    from keepa_ops.events import KINDS
+    from keepa_ops.core.events import KINDS
 
     seed_raw["tasks"]["update_recent_deals"]["max_wait"] = "60s"
     kinds = {row[1] for row in simulate(seed_raw, hours=12).events.rows}

@@ -3,8 +3,8 @@ import sqlite3
 
 import pytest
 
-from keepa_ops.store import DealStore
-from keepa_ops.wire import DealRef
+from keepa_ops.live.store import DealStore
+from keepa_ops.keepa.wire import DealRef
 
 
 def refs(n, start=0):

@@ -5,7 +5,7 @@ import yaml
 
 from keepa_ops import ConfigError, load_config, simulate
 from keepa_ops.cli import main
-from keepa_ops.sweep import load_grid, physical_bound, recommend, sweep
+from keepa_ops.planning.sweep import load_grid, physical_bound, choose_config, sweep
 from tests.conftest import DATA
 
 UP = "tasks.update_recent_deals"
@@ -54,7 +54,7 @@ def test_pareto_front_is_starvation_free_and_undominated(table):
 
 
 def test_recommendation_is_starvation_free_and_near_the_physical_bound(table, tmp_path):
-    rec = recommend(table, DATA / "seed_incident.yaml")
+    rec = choose_config(table, DATA / "seed_incident.yaml")
     assert not rec["row"]["starved"] and rec["row"]["steady_p95_s"] <= 3600
     assert rec["backfill_share_of_bound"] >= 0.95
     # the written fixed schedule is a config `keepa-ops run` takes unchanged, and it predicts the same
@@ -94,13 +94,13 @@ def test_invalid_points_are_rows_and_bad_keys_are_errors():
 
 
 def test_a_workload_with_no_live_arrivals_still_gets_a_fixed_schedule(tmp_path):
-    from keepa_ops.sweep import write_fixed_schedule
+    from keepa_ops.planning.sweep import write_fixed_schedule
 
     base = load_config(DATA / "seed_incident.yaml").with_overrides({"workload.new_deals_per_hour": 0})
     base.dump(tmp_path / "base.yaml")
     df = sweep(tmp_path / "base.yaml", {"policy": ["threshold", "priority"]}, hours=48, workers=1, progress=None)
     assert df["steady_p95_s"].isna().all()          # nothing arrives in the second half
-    rec = recommend(df, tmp_path / "base.yaml")
+    rec = choose_config(df, tmp_path / "base.yaml")
     assert rec["overrides"] == {"policy": "priority"}
     out = write_fixed_schedule(rec, tmp_path / "fixed.yaml")
     assert "no live deals arrive in steady state" in out.read_text()
@@ -111,7 +111,7 @@ def test_committed_fixed_schedule_is_what_the_sweep_recommends():
     """data/fixed_schedule.yaml is `keepa-ops sweep --config data/seed_incident.yaml --grid
     data/pipeline_grid.yaml --recommend ...`; if the engine changes, regenerate it."""
     df = sweep(DATA / "seed_incident.yaml", DATA / "pipeline_grid.yaml", hours=168, workers=2, progress=None)
-    rec = recommend(df, DATA / "seed_incident.yaml")
+    rec = choose_config(df, DATA / "seed_incident.yaml")
     assert rec["config"].raw == load_config(DATA / "fixed_schedule.yaml").raw
 
 
@@ -138,4 +138,4 @@ def test_a_grid_of_only_invalid_points_says_so(seed_raw):
     df = sweep(seed_raw, {"tasks.backfill_deals.batch_size": [40, 50]}, hours=1, workers=1, progress=None)
     assert not df["valid"].any()
     with pytest.raises(KeepaOpsError, match="no point of the grid is a valid config; the first: tasks.backfill_deals"):
-        recommend(df, seed_raw)
+        choose_config(df, seed_raw)

@@ -7,6 +7,10 @@ and replays it on the demand the log shows (``demand``) before offering it.
 
 Verdicts, in the order they are tried: ``insufficient_evidence``, ``stall``,
 ``unreachable_target``, ``deficit_spiral``, ``livelock``, ``starvation``, ``healthy``.
+
+It works on the events DataFrame, so it never imports ``logs``; ``replay`` re-runs a
+rebuilt config through ``simulation``. It may import ``simulation``, ``config``, ``core``
+and below.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import json
 import numpy as np
 
 from ..errors import KeepaOpsError
-from ..simulate import simulate
+from ..simulation.simulate import simulate
 from .demand import rebuild_config
 
 
@@ -27,7 +27,7 @@ def _cost(t: dict, batch: int) -> float:
 
 
 def _every_s(every) -> float | None:
-    from ..schedule import parse_duration
+    from ..core.schedule import parse_duration
 
     try:
         return parse_duration(every, "every")

@@ -37,7 +37,7 @@ change without a new request). The engine sleeps until then; nothing polls.
 """
 from __future__ import annotations
 
-from .bucket import EPS, INF, TokenBucket
+from ..keepa.bucket import EPS, INF, TokenBucket
 
 
 class Request:

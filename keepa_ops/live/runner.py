@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .client import DEFAULT_URL, ApiKey, KeepaClient
-from .clock import RealClock
-from .config import load_config
-from .engine import Engine
-from .errors import KeepaOpsError, NotEnoughTokens
-from .events import EventLog
+from ..keepa.client import DEFAULT_URL, ApiKey, KeepaClient
+from ..core.clock import RealClock
+from ..config import load_config
+from ..core.engine import Engine
+from ..errors import KeepaOpsError, NotEnoughTokens
+from ..core.events import EventLog
 from .fake_server import FakeKeepa
 from .store import DealStore
 from .transport import HttpTransport

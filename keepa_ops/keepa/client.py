@@ -19,7 +19,7 @@ from pathlib import Path
 
 import requests
 
-from .errors import KeepaOpsError, KeepaRequestRejected, KeepaUnavailable, NotEnoughTokens
+from ..errors import KeepaOpsError, KeepaRequestRejected, KeepaUnavailable, NotEnoughTokens
 from .wire import Envelope
 
 DEFAULT_URL = "https://api.keepa.com"

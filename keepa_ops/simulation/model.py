@@ -10,10 +10,11 @@ from __future__ import annotations
 import bisect
 import math
 
-from .bucket import INF, TokenBucket
-from .config import PAGE_SIZE, Workload
-from .errors import NotEnoughTokens
-from .wire import DealRef, Envelope, Response
+from ..keepa.bucket import INF, TokenBucket
+from ..config import Workload
+from ..keepa.wire import PAGE_SIZE
+from ..errors import NotEnoughTokens
+from ..keepa.wire import DealRef, Envelope, Response
 
 
 class ModelTransport:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 
-from .clock import VirtualClock
-from .config import Config, load_config
-from .engine import Engine
-from .events import EventLog
+from ..core.clock import VirtualClock
+from ..config import Config, load_config
+from ..core.engine import Engine
+from ..core.events import EventLog
 from .model import MemoryStore, ModelTransport
 
 

@@ -1,7 +1,7 @@
-/* keepa_ops._linescan: classify log lines and extract template fields in one pass.
+/* keepa_ops.logs._linescan: classify log lines and extract template fields in one pass.
  *
- * The native half of keepa_ops.linescan. The templates are not here: Python compiles
- * them (keepa_ops/linescan.py) into a small program of ops, and this file interprets it.
+ * The native half of keepa_ops.logs.scanner. The templates are not here: Python compiles
+ * them (keepa_ops/logs/scanner.py) into a small program of ops, and this file interprets it.
  * linescan.scan_reference gives the same answer with Python's `re`; tests compare the two.
  *
  * Matching is leftmost-first with backtracking, like `re` and RE2's submatch rules: a
@@ -526,7 +526,7 @@ static PyObject *py_count_lines(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"count_lines", py_count_lines, METH_VARARGS, "The number of lines in data[start:end]."},
-    {"scan", py_scan, METH_VARARGS, "Classify lines and extract template fields (see keepa_ops.linescan)."},
+    {"scan", py_scan, METH_VARARGS, "Classify lines and extract template fields (see keepa_ops.logs.scanner)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from .wire import DealRef
+from ..keepa.wire import DealRef
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deals (

@@ -12,8 +12,8 @@ Invariants:
 """
 from __future__ import annotations
 
-from .bucket import EPS, INF, TokenBucket
-from .errors import KeepaError, NotEnoughTokens
+from ..keepa.bucket import EPS, INF, TokenBucket
+from ..errors import KeepaError, NotEnoughTokens
 from .events import EventLog
 from .policies import Request, admission_target, make_policy
 from .tasks import make_task

@@ -34,9 +34,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .config import PAGE_SIZE, Config, load_config, parse_config
-from .errors import ConfigError, KeepaOpsError
-from .simulate import simulate
+from ..config import Config, load_config, parse_config
+from ..keepa.wire import PAGE_SIZE
+from ..errors import ConfigError, KeepaOpsError
+from ..simulation.simulate import simulate
 
 
 def load_grid(source) -> dict[str, list]:
@@ -219,7 +220,7 @@ def pareto_front(df: pd.DataFrame) -> pd.Series:
     return out
 
 
-def recommend(df: pd.DataFrame, base, freshness_target: float | None = None) -> dict:
+def choose_config(df: pd.DataFrame, base, freshness_target: float | None = None) -> dict:
     """Pick one config by the module's rule; return its overrides, row and the physical bound."""
     base = load_config(base)
     target = freshness_target if freshness_target is not None else base.starvation_bound

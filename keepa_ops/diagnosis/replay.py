@@ -10,12 +10,12 @@ from pathlib import Path
 
 import yaml
 
-from .config import parse_config
-from .diagnosis import diagnose
-from .diagnosis.demand import rebuild_config
-from .diagnosis.evidence import gather
-from .errors import ConfigError
-from .simulate import simulate
+from ..config import parse_config
+from . import diagnose
+from .demand import rebuild_config
+from .evidence import gather
+from ..errors import ConfigError
+from ..simulation.simulate import simulate
 
 DEMAND_KEYS = ("refill_per_minute", "start_tokens", "capacity", "start", "workload")
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import KeepaOpsError
+from ..errors import KeepaOpsError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = ROOT / "notebooks"
 STEPS = ("01_parse_logs", "02_diagnose_starvation", "03_sweep", "04_run_schedule")
 RENDERER = "plotly_mimetype+notebook"  # plotly.js inline in the first figure's output: offline HTML

@@ -17,7 +17,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h|d|w)?\s*$")
 
 def parse_duration(value, field: str = "duration") -> float:
     """'90s', '5m', '1.5h', '2d' or a number of seconds -> seconds (float)."""
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     if isinstance(value, bool):
         raise ConfigError(field, f"expected a duration, got {value!r}.", "write e.g. 60s, 5m, 1h or 2d.")

@@ -10,9 +10,9 @@ import gzip
 import random
 from pathlib import Path
 
-from .config import parse_config
-from .legacy_log import write_legacy_log
-from .simulate import simulate
+from ..config import parse_config
+from .legacy_writer import write_legacy_log
+from ..simulation.simulate import simulate
 
 _UP = {"role": "upserter", "every": "60s", "batch_size": 10, "cost_per_item": 20, "page_cost": 0,
        "threshold": 50, "priority": 1}
@@ -60,7 +60,7 @@ def make_incident_log(name: str, path, **kw):
 def write_sample_logs(directory, name: str = "seed_before_fix") -> list[Path]:
     """A realistic production log of an incident: a rotated, partly gzipped Celery worker log
     with the pipeline's everyday noise (HTTP lines, a traceback) among the token lines."""
-    from .legacy_log import LegacyLogWriter
+    from .legacy_writer import LegacyLogWriter
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

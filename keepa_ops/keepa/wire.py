@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+PAGE_SIZE = 150  # Keepa: up to 150 deals per /deal page; a shorter page is the last
 KEEPA_EPOCH_MINUTES = 21564000  # unix_ms = (keepa_minutes + 21564000) * 60000
 
 

@@ -22,10 +22,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-from .bucket import TokenBucket
-from .wire import unix_to_keepa_minutes
+from ..keepa.bucket import TokenBucket
+from ..keepa.wire import PAGE_SIZE, unix_to_keepa_minutes
 
-PAGE_SIZE = 150
 MAX_RESULTS = 10_000
 WINDOW_S = 12 * 3600  # /deal only shows products updated in the last 12 hours
 FAULTS = ("429", "500", "slow", "drop", "garbage")

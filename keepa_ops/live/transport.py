@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import time
 
-from .client import KeepaClient
-from .config import KeepaSettings
-from .wire import DealRef, Response
+from ..keepa.client import KeepaClient
+from ..config import KeepaSettings
+from ..keepa.wire import DealRef, Response
 
 
 class HttpTransport:

@@ -26,9 +26,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import linescan
-from .linescan import FIELDS, Template
-from .logsource import list_sources
+from . import scanner
+from .scanner import FIELDS, Template
+from .sources import list_sources
 
 CHUNK = 16 << 20
 THREADS = 2
@@ -138,7 +138,7 @@ _FROM_FIELD = {"balance": "balance", "target": "target", "wait": "wait", "cost":
 EVENT_NAMES = sorted({ev for t in TEMPLATES for ev, _ in t.variants} | {"skip", "run_finish", "abort"})
 KIND_NAMES = list(dict.fromkeys([t.kind for t in TEMPLATES] + ["keepa_ops"]))
 _KIND = {name: i for i, name in enumerate(KIND_NAMES)}
-PROGRAM = linescan.Program(TEMPLATES, KIND_NAMES, EVENT_NAMES)
+PROGRAM = scanner.Program(TEMPLATES, KIND_NAMES, EVENT_NAMES)
 
 
 def short_task(name):
@@ -245,8 +245,8 @@ class ParsedLog:
     def waits(self) -> pd.DataFrame:
         """One row per wait of each run: task, start, end, target, how it ended (see diagnosis.waits).
         Worked out once per ParsedLog: the notebook's table and its figure ask for the same."""
-        from .diagnosis.runs import attribute
-        from .diagnosis.waits import wait_intervals
+        from ..diagnosis.runs import attribute
+        from ..diagnosis.waits import wait_intervals
 
         if self._waits is None:
             self._waits = wait_intervals(attribute(self.events))
@@ -465,23 +465,23 @@ def _chunk(data: bytes, start: int, end: int, name: str, stream: str, keep: int)
 
     Line numbers are relative to the range; the first ``keep`` skipped lines keep their text.
     """
-    sc = linescan.scan(data, start, end, PROGRAM)
-    counts = np.bincount(sc.cls, minlength=len(linescan.CLASS_NAMES))
-    out = {"lines": len(sc.cls), "other": int(counts[linescan.OTHER]),
-           "continuation": int(counts[linescan.CONTINUATION]), "blank": int(counts[linescan.BLANK]),
-           "json": [], "bad": np.flatnonzero((sc.cls == linescan.BAD) | (sc.cls == linescan.FAILED)),
+    sc = scanner.scan(data, start, end, PROGRAM)
+    counts = np.bincount(sc.cls, minlength=len(scanner.CLASS_NAMES))
+    out = {"lines": len(sc.cls), "other": int(counts[scanner.OTHER]),
+           "continuation": int(counts[scanner.CONTINUATION]), "blank": int(counts[scanner.BLANK]),
+           "json": [], "bad": np.flatnonzero((sc.cls == scanner.BAD) | (sc.cls == scanner.FAILED)),
            "part": None}
     out["bad_text"] = [data[sc.line_start[i]:sc.line_start[i + 1]][:300].decode("utf-8", "replace").rstrip("\r\n")
                        for i in out["bad"][:keep]]
-    if counts[linescan.JSON]:
+    if counts[scanner.JSON]:
         out["json"] = [(name, int(i), data[sc.line_start[i]:sc.line_start[i + 1]])
-                       for i in np.flatnonzero(sc.cls == linescan.JSON)]
+                       for i in np.flatnonzero(sc.cls == scanner.JSON)]
     if len(sc.line):
         out["part"] = _part(sc, name, stream)
     return out
 
 
-def _part(sc: linescan.Scan, source: str, stream: str) -> dict:
+def _part(sc: scanner.Scan, source: str, stream: str) -> dict:
     """A scan's token lines -> event columns (line numbers still relative to the range)."""
     # copies, not views: a view would keep the scan's line-sized buffers alive
     out = {"time": sc.time_ms.copy(), "source": source, "line": sc.line.astype(np.int64), "stream": stream,

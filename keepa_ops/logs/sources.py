@@ -13,7 +13,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LogParseError
+from ..errors import LogParseError
 
 # x.log.3, x.log.2.gz (RotatingFileHandler) and x.log.2026-03-11, x.log.2026-03-11_04 (TimedRotatingFileHandler)
 _ROTATION = re.compile(r"^(?P<base>.+?)(?:\.(?P<n>\d+)|\.(?P<date>\d{4}-\d{2}-\d{2}(?:[_T]\d{2}(?:-\d{2}){0,2})?))?"

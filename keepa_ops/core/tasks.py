@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import bisect
 
-from .config import PAGE_SIZE, TaskSpec
-from .wire import DealRef
+from typing import TYPE_CHECKING
+
+from ..keepa.wire import PAGE_SIZE, DealRef
+
+if TYPE_CHECKING:
+    from ..config import TaskSpec
 
 
 class Upserter:
