@@ -26,8 +26,8 @@ ROLES = ("upserter", "backfiller")
 _TOP = {"refill_per_minute", "start_tokens", "capacity", "refill", "policy", "starvation_bound",
         "start", "tasks", "workload", "keepa"}
 _TASK = {"role", "every", "batch_size", "cost_per_item", "page_cost", "threshold", "priority",
-         "weight", "max_wait"}
-_WORKLOAD = {"pending_new_deals", "new_deals_per_hour", "arrivals", "backlog"}
+         "weight", "max_wait", "product_params"}
+_WORKLOAD = {"pending_new_deals", "new_deals_per_hour", "arrivals", "backlog", "offers_per_product"}
 _KEEPA = {"url", "key_file", "domain", "price_type", "product_params", "timeout", "retries", "backoff"}
 
 
@@ -70,6 +70,7 @@ class TaskSpec:
     priority: int
     weight: float
     max_wait: float | None
+    product_params: dict | None = None  # this task's /product parameters (default: keepa.product_params)
 
     @property
     def batch_cost(self) -> float:
@@ -86,6 +87,7 @@ class Workload:
     new_deals_per_hour: float = 0.0
     arrivals: tuple[float, ...] | None = None
     backlog: int = 0
+    offers_per_product: int | None = None  # None: each product has 5-35 offers (a hash of its ASIN)
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,17 @@ def _schedule(task: dict, name: str, role: str, start: datetime):
     return Every(period)
 
 
+def _product_params(params, where: str) -> dict | None:
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise ConfigError(where, "expected a mapping of /product parameters.", "e.g. {offers: 20, buybox: 1}.")
+    if "key" in params:
+        raise ConfigError(f"{where}.key", "the API key must not be in a config.",
+                          "set KEEPA_API_KEY or keepa.key_file instead.")
+    return dict(params)
+
+
 def _task(d, name, capacity, policy, start, strict=True) -> TaskSpec:
     where = f"tasks.{name}"
     _check_keys(d, _TASK, where)
@@ -175,6 +188,7 @@ def _task(d, name, capacity, policy, start, strict=True) -> TaskSpec:
         priority=_number(d, "priority", where, 1 if role == "upserter" else 2, minimum=1, integer=True),
         weight=_number(d, "weight", where, 1.0, minimum=0, strict=True),
         max_wait=parse_duration(d["max_wait"], f"{where}.max_wait") if d.get("max_wait") is not None else None,
+        product_params=_product_params(d.get("product_params"), f"{where}.product_params"),
     )
     if policy != "greedy" and strict:
         reserve = admission_target(policy, 0, spec.threshold) if policy == "threshold" else 0.0
@@ -264,16 +278,11 @@ def parse_config(raw: dict, strict: bool = True) -> Config:
         new_deals_per_hour=_number(w, "new_deals_per_hour", "workload", 0.0, minimum=0),
         arrivals=arrivals,
         backlog=_number(w, "backlog", "workload", 0, minimum=0, integer=True),
+        offers_per_product=_number(w, "offers_per_product", "workload", None, minimum=0, integer=True),
     )
     k = raw.get("keepa") or {}
     _check_keys(k, _KEEPA, "keepa")
-    params = k.get("product_params") or {}
-    if not isinstance(params, dict):
-        raise ConfigError("keepa.product_params", "expected a mapping of /product parameters.",
-                          "e.g. {offers: 20, buybox: 1}.")
-    if "key" in params:
-        raise ConfigError("keepa.product_params.key", "the API key must not be in a config.",
-                          "set KEEPA_API_KEY or keepa.key_file instead.")
+    params = _product_params(k.get("product_params") or {}, "keepa.product_params")
     keepa = KeepaSettings(url=k.get("url"), key_file=k.get("key_file"),
                           domain=_number(k, "domain", "keepa", 1, minimum=1, integer=True),
                           price_type=_number(k, "price_type", "keepa", 0, minimum=0, integer=True),

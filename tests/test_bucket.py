@@ -3,6 +3,7 @@ import math
 import pytest
 
 from keepa_ops.keepa.bucket import TokenBucket
+from keepa_ops.keepa.meter import KeepaMeter
 
 
 @pytest.mark.parametrize("target,seconds", [(250, 2712), (180, 1872), (150, 1512)])
@@ -20,12 +21,14 @@ def test_capacity_is_an_hour_of_refill_and_above_it_is_never():
 
 
 def test_spend_admitted_while_positive_may_go_negative():
-    b = TokenBucket(5, 300)
-    assert b.can_spend(0)
-    assert b.spend(400, 0) == -100
-    assert not b.can_spend(0)
+    m = KeepaMeter(5, 300)
+    assert m.admits(0)
+    m.charge(400, 0)
+    assert m.balance(0) == -100
+    assert not m.admits(0) and m.refused == 1
     # continuous refill out of the deficit: 100 tokens take 20 minutes
-    assert b.time_until(0.001, 0) == pytest.approx(1200.012)
+    assert m.bucket.time_until(0.001, 0) == pytest.approx(1200.012)
+    assert m.admits(1200.1) and m.envelope(1200.1, 0, 0).tokens_left == 0  # Keepa reports the floor
 
 
 def test_waste_at_cap_is_counted():

@@ -259,3 +259,16 @@ def test_a_url_without_a_key_is_a_clear_error(tmp_path, capsys):
     missing = write(tmp_path, dict(CRASH_CFG, keepa={"key_file": str(tmp_path / "nokey")}), "k.yaml")
     assert main(["run", "--config", str(missing), "--db", str(tmp_path / "d.sqlite"), "--duration", "1m"]) == 2
     assert "key_file" in capsys.readouterr().err
+
+
+def test_a_sweep_number_predicts_the_live_run(tmp_path):
+    """#11's bar: data/live_priority.yaml (Keepa's real page cost and /product parameters), simulated
+    and run live against the embedded fake for 6 Keepa-hours, agree within 5 % per task."""
+    cfg = ROOT / "data" / "live_priority.yaml"
+    hours = 6
+    sim = simulate(cfg, hours=hours).summary()["tasks"]
+    live = run_live(cfg, tmp_path / "d.sqlite", duration=hours * 3600, speed=720, progress=None).tasks
+    for name, s in sim.items():
+        assert s["items"] > 20 and s["tokens_spent"] > 400
+        assert live[name]["items"] == pytest.approx(s["items"], rel=0.05), name
+        assert live[name]["tokens_spent"] == pytest.approx(s["tokens_spent"], rel=0.05), name

@@ -7,9 +7,15 @@ from keepa_ops.cli import main
 from tests.conftest import DATA
 
 
+# At t = 0 Keepa charges four /deal pages (the Upserter's three over 300 pending deals, the
+# Backfiller's first) that the legacy config believes free: 24 - 4 x 5 = 4 tokens are left.
+AFTER_PAGES = 24 - 4 * 5
+
+
 def test_incident_before_fix_starves_the_upserter():
     s = simulate(DATA / "seed_incident.yaml", hours=24).summary()
-    assert s["tasks"]["backfill_deals"]["first_grant_s"] == pytest.approx(1872)
+    # the Backfiller's target 180, from 4 tokens at 5/min
+    assert s["tasks"]["backfill_deals"]["first_grant_s"] == pytest.approx((180 - AFTER_PAGES) / 5 * 60)
     up = s["tasks"]["update_recent_deals"]
     assert up["first_grant_s"] is None and up["grants"] == 0 and up["starved"]
     assert s["starved"] == ["update_recent_deals"]
@@ -17,10 +23,19 @@ def test_incident_before_fix_starves_the_upserter():
 
 def test_incident_after_fix_serves_the_upserter_first():
     s = simulate(DATA / "seed_incident_fixed.yaml", hours=24).summary()
-    assert s["tasks"]["update_recent_deals"]["first_grant_s"] == pytest.approx(1512)
+    assert s["tasks"]["update_recent_deals"]["first_grant_s"] == pytest.approx((150 - AFTER_PAGES) / 5 * 60)
     # ... and the fix only moved the starvation: the Backfiller never gets a turn.
     assert s["starved"] == ["backfill_deals"]
 
+
+def test_a_wrong_page_cost_shows_keepas_corrections_in_simulation(seed_raw):
+    """page_cost 0 is the legacy belief; Keepa charges 5 a page and every envelope corrects the estimate."""
+    wrong = simulate(seed_raw, hours=24).summary()["keepa"]
+    assert wrong["calls"]["deal"] >= 4 and wrong["corrections"] >= wrong["calls"]["deal"]
+    for t in seed_raw["tasks"].values():
+        t["page_cost"] = 5
+    right = simulate(seed_raw, hours=24).summary()["keepa"]
+    assert right["corrections"] == 0
 
 def test_prefix_config_under_priority_starves_nobody_for_a_week():
     r = simulate(DATA / "seed_incident_priority.yaml", hours=168)
@@ -34,12 +49,20 @@ def test_prefix_config_under_priority_starves_nobody_for_a_week():
 
 
 def test_every_deal_stored_exactly_once_and_watermark_never_ahead(seed_raw):
-    seed_raw["policy"] = "priority"
+    # a plan on which the Upserter keeps up: /deal lists only the last 12 hours, so a run that
+    # falls 12 hours behind loses deals for good (as with Keepa), and this test is about the rest
+    seed_raw.update(policy="priority", refill_per_minute=20, start_tokens=300)
+    for task in seed_raw["tasks"].values():
+        task["page_cost"] = 5
     r = simulate(seed_raw, hours=72)
     assert r.store.writes and set(r.store.writes.values()) == {1}
     wm = r.store.watermark("update_recent_deals")
-    live = [a for a in r.store.stored if a.startswith("L")]
-    assert int(wm.asin[1:]) + 1 == len(live)  # everything up to the watermark, nothing past it
+    stream = r.transport.stream
+    published = [(stream.last_update(i), stream.asin(i)) for i in range(stream.published_count(stream.start_unix + r.end))]
+    live = {a for a, src in r.store.source.items() if src == "live"}
+    # everything up to the watermark, nothing past it
+    assert live == {a for lu, a in published if (lu, a) <= tuple(wm)}
+    assert len(live) > 300
 
 
 def test_simulation_is_deterministic(seed_raw):
@@ -53,11 +76,11 @@ def test_event_log_is_ordered_and_tells_the_story():
     ts = [row[0] for row in r.events.rows]
     assert ts == sorted(ts)
     waits = r.events.of("wait", "update_recent_deals")
-    assert waits and waits[0][4] == 250 and waits[0][3] == pytest.approx(24)
+    assert waits and waits[0].target == 250 and waits[0].balance == pytest.approx(AFTER_PAGES)
     grants = r.events.of("grant", "backfill_deals")
-    assert grants[0][0] == pytest.approx(1872) and grants[0][4] == 180
+    assert grants[0].t == pytest.approx((180 - AFTER_PAGES) / 5 * 60) and grants[0].target == 180
     spends = r.events.of("spend", "backfill_deals")
-    assert any(row[5] == 100 for row in spends)
+    assert any(row.cost == 100 for row in spends)  # five products with 30 offers and the buy box: 5 x 20
     df = r.events.to_frame()
     assert {"ts", "t", "event", "task", "balance", "target", "cost", "items", "wait_s"} <= set(df.columns)
 
@@ -94,7 +117,7 @@ def test_stepped_refill_grants_on_minute_boundaries(seed_raw):
     r = simulate(seed_raw, hours=6)
     grants = r.events.of("grant")
     assert grants and all(row[0] % 60 == 0 for row in grants)
-    assert grants[0][0] == 1920  # ceil((180 - 24) / 5) = 32 steps
+    assert grants[0].t == 2160  # ceil((180 - 4) / 5) = 36 steps
 
 
 def test_max_wait_exits_make_a_livelock(seed_raw):

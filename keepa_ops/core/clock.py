@@ -25,6 +25,9 @@ class VirtualClock:
         if t > self.t:
             self.t = t
 
+    def stop(self) -> None:
+        """Nothing sleeps on a virtual clock, so there is nothing to wake."""
+
 
 class RealClock:
     """Wall time, optionally ``speed`` times faster. ``stop()`` wakes any sleeper at once."""

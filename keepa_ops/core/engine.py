@@ -5,10 +5,17 @@ and the tasks' runs. It never polls: it starts due runs, grants what the policy
 allows now, and otherwise sleeps on the clock until the earliest moment anything
 can change (a refill reaching a target, a promotion, a scheduled start).
 
+The engine never decides what a call costs. A task's ``page_cost`` and
+``cost_per_item`` are estimates that set the admission target; Keepa (simulated or
+real) charges its own price and every response's envelope replaces the estimate.
+
 Invariants:
-* nothing is admitted while the balance is <= 0 (every target is > 0);
-* a task has at most one run at a time; a tick that falls inside a run is skipped;
-* every admission, spend, 429, sync and commit is an event, in time order.
+* nothing is admitted while the estimate is <= 0 (every target is > 0);
+* a task has at most one run at a time; a tick that falls inside a run is skipped,
+  and a ``ticks_skipped`` event counts them;
+* every action is an event, in time order: run start and finish, wait, heartbeat,
+  promotion, grant, spend, every sync that moved the estimate, 429, commit, abort,
+  skipped ticks, faults.
 """
 from __future__ import annotations
 
@@ -72,6 +79,7 @@ class Engine:
         self._seq = 0
         self._stopping = False
         self._announced: set[int] = set()
+        self._promoted: set[int] = set()
         self._next_heartbeat = self.t0 + HEARTBEAT
         self.ended_at = self.t0
         self.current: str | None = None  # the task whose Keepa call is in flight
@@ -82,9 +90,7 @@ class Engine:
     def stop(self) -> None:
         """Ask the loop to end at its next step (safe from a signal handler)."""
         self._stopping = True
-        stop = getattr(self.clock, "stop", None)
-        if stop:
-            stop()
+        self.clock.stop()
 
     def run(self, until: float = INF) -> "Engine":
         clock, policy, bucket, states = self.clock, self.policy, self.bucket, self.states
@@ -118,6 +124,10 @@ class Engine:
                     b = bucket.balance(now)
                     emit(now - self.t0, "wait", r.task, b, r.target, r.cost, r.items,
                          max(0.0, bucket.time_until(r.target, now) - now))
+                if r.promote_at <= now + EPS and r.seq not in self._promoted:
+                    self._promoted.add(r.seq)
+                    emit(now - self.t0, "promote", r.task, bucket.balance(now), r.target, r.cost, r.items,
+                         now - r.since)
             if wake == INF:
                 break
             if wake <= now:
@@ -176,6 +186,10 @@ class Engine:
         st = self._state[req.task]
         self.policy.granted(req)
         self._announced.discard(req.seq)
+        if req.promote_at <= now + EPS and req.seq not in self._promoted:  # promoted and granted at once
+            self.events.emit(now - self.t0, "promote", st.name, self.bucket.balance(now), req.target, req.cost,
+                             req.items, now - req.since)
+        self._promoted.discard(req.seq)
         st.req = None
         wait = now - req.since
         st.grants += 1
@@ -206,8 +220,12 @@ class Engine:
                          items=st.run_items, detail=detail)
         if exhausted:
             st.done = True
-        else:
-            st.next_start = st.task.next_start(self, st.run_started, now + backoff)
+            return
+        st.next_start = st.task.next_start(self, st.run_started, now + backoff)
+        skipped = st.spec.schedule.ticks_between(st.run_started, st.next_start)
+        if skipped:
+            self.events.emit(now - self.t0, "ticks_skipped", st.name, self.bucket.balance(now), items=skipped,
+                             detail={"next_start_s": round(st.next_start - self.t0, 3)})
 
     def _close(self, end: float) -> None:
         self.ended_at = end
@@ -222,42 +240,55 @@ class Engine:
                 st.gen.close()
 
     # -- the context tasks see -------------------------------------------------
-    def call(self, task, cost: float, items: int, fn, *args):
-        """Admit, then make one Keepa call; on a 429, sync and wait again."""
+    def call(self, task, estimate: float, items: int, fn, *args):
+        """Admit at the target for ``estimate`` tokens, then make one Keepa call; on a 429, sync and wait again.
+
+        ``estimate`` only sets the admission target: Keepa charges what it charges, and the
+        response's envelope is the engine's new balance.
+        """
         st = self._state[task.name]
-        must_wait = cost > 0
+        must_wait = estimate > 0
         while True:
             if must_wait:
-                yield cost, items
+                yield estimate, items
             self.current = st.name
             try:
-                resp = fn(*args, cost=cost)
+                resp = fn(*args)
             except NotEnoughTokens as e:
                 self._on_refused(st, e.envelope)
                 must_wait = True
                 continue
-            self._on_response(st, resp, items)
+            self._on_response(st, resp, items, estimate)
             return resp
 
     def _on_refused(self, st, env) -> None:
         now = self.clock.now()
         st.refused += 1
         if env is not None:  # a refusal means the server's balance is <= 0, whatever it reports
-            self.bucket.sync(min(env.tokens_left, 0.0), now, env.refill_rate, env.refill_in_ms)
+            self.bucket.sync(min(env.tokens_left, 0.0), now, env.refill_rate, env.refill_in_ms,
+                             env.token_flow_reduction)
         self.events.emit(now - self.t0, "429", st.name, self.bucket.balance(now), cost=0,
                          detail={"refill_in_ms": env.refill_in_ms} if env is not None else None)
 
     def sync(self, env, task: str | None = None, always: bool = False) -> None:
-        """Replace the bucket estimate with the server's word; log it if it moved (or ``always``)."""
-        now = self.clock.now()
-        old = self.bucket.sync(env.tokens_left, now, env.refill_rate, env.refill_in_ms)
-        if always or abs(old - env.tokens_left) > 0.5:
-            self.events.emit(now - self.t0, "sync", task, env.tokens_left,
-                             detail={"estimate": round(old, 3), "refill_rate": env.refill_rate})
+        """Replace the bucket estimate with Keepa's word; log it if it moved the estimate (or ``always``).
 
-    def _on_response(self, st, resp, items) -> None:
+        ``detail.estimate`` is the estimate it replaced, so ``balance - estimate`` is the correction.
+        """
+        now = self.clock.now()
+        rate, reduction = self.bucket.rate, self.bucket.reduction
+        old = self.bucket.sync(env.tokens_left, now, env.refill_rate, env.refill_in_ms, env.token_flow_reduction)
+        if always or abs(old - env.tokens_left) > 1e-6 or rate != self.bucket.rate:
+            detail = {"estimate": round(old, 3), "refill_rate": env.refill_rate}
+            if env.token_flow_reduction:
+                detail["token_flow_reduction"] = env.token_flow_reduction
+            self.events.emit(now - self.t0, "sync", task, env.tokens_left, detail=detail)
+
+    def _on_response(self, st, resp, items, estimate) -> None:
+        """Debit the estimate, then let the envelope correct it: a sync's correction is the estimate's error."""
         now = self.clock.now()
         st.spent += resp.consumed
+        self.bucket.spend(estimate, now)
         if resp.envelope is not None:
             self.sync(resp.envelope, st.name)
         if resp.consumed:

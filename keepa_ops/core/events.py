@@ -1,8 +1,18 @@
 """The structured event log: everything the engine does is one event.
 
-Invariant: events are appended in non-decreasing time ``t`` (seconds since the
-run started); ``ts`` is ``start + t`` in UTC. The JSON-lines form is what the
-log parser reads back (one object per line, ``"event"`` names the kind).
+Invariants: events are appended in non-decreasing time ``t`` (seconds since the
+run started); ``ts`` is ``start + t`` in UTC; every row is an ``Event`` whose kind is
+one of ``KINDS``. The JSON-lines form is what the log parser reads back (one object per
+line, ``"event"`` names the kind).
+
+The kinds: ``run_start``/``run_finish`` bracket a run; ``found`` is the Upserter's count of
+new deals; ``wait`` (once per request) and ``heartbeat`` (every 15 minutes of waiting)
+say a request waits for its target; ``promote`` is a priority request aged past its
+deadline; ``grant`` admits it; ``spend`` is what Keepa charged; ``sync`` replaces the
+estimate with Keepa's balance (``estimate`` says what it was); ``429`` is a refusal;
+``upsert`` is a commit; ``abort`` gives up a wait longer than ``max_wait``; ``ticks_skipped``
+counts the scheduled ticks that fell inside the run that just ended; ``fault`` is a
+transient failure retried.
 """
 from __future__ import annotations
 
@@ -10,9 +20,27 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-KINDS = ("run_start", "found", "wait", "heartbeat", "grant", "spend", "sync", "429", "upsert", "abort",
-         "fault", "run_finish")
-FIELDS = ("t", "event", "task", "balance", "target", "cost", "items", "wait_s", "detail")
+from typing import NamedTuple
+
+KINDS = ("run_start", "found", "wait", "heartbeat", "promote", "grant", "spend", "sync", "429", "upsert",
+         "abort", "ticks_skipped", "fault", "run_finish")
+
+
+class Event(NamedTuple):
+    """One thing the engine did. ``balance`` is the engine's estimate after it."""
+
+    t: float
+    event: str
+    task: str | None = None
+    balance: float | None = None
+    target: float | None = None
+    cost: float | None = None
+    items: int | None = None
+    wait_s: float | None = None
+    detail: dict | None = None
+
+
+FIELDS = Event._fields
 
 
 def _r(x):
@@ -24,12 +52,12 @@ class EventLog:
 
     def __init__(self, start: datetime | None = None, on_event=None):
         self.start = (start or datetime(2026, 2, 4, tzinfo=timezone.utc)).astimezone(timezone.utc)
-        self.rows: list[tuple] = []
+        self.rows: list[Event] = []
         self.on_event = on_event
 
     def emit(self, t, event, task=None, balance=None, target=None, cost=None, items=None,
              wait_s=None, detail=None):
-        row = (t, event, task, balance, target, cost, items, wait_s, detail)
+        row = Event(t, event, task, balance, target, cost, items, wait_s, detail)
         self.rows.append(row)
         if self.on_event is not None:
             self.on_event(row)
@@ -40,7 +68,7 @@ class EventLog:
     def timestamp(self, t: float) -> datetime:
         return self.start + timedelta(seconds=t)
 
-    def to_json(self, row) -> str:
+    def to_json(self, row: Event) -> str:
         t, event, task, balance, target, cost, items, wait_s, detail = row
         d = {"ts": self.timestamp(t).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
              "t": round(t, 3), "event": event, "task": task, "balance": _r(balance)}
@@ -56,8 +84,8 @@ class EventLog:
             d.update(detail)
         return json.dumps(d, separators=(",", ":"))
 
-    def of(self, event: str, task: str | None = None) -> list[tuple]:
-        return [r for r in self.rows if r[1] == event and (task is None or r[2] == task)]
+    def of(self, event: str, task: str | None = None) -> list[Event]:
+        return [r for r in self.rows if r.event == event and (task is None or r.task == task)]
 
     def to_frame(self):
         import pandas as pd

@@ -1,7 +1,8 @@
 """When a task's runs start.
 
-Invariant: ``first_at_or_after(t)`` is the earliest start time >= t (inf if none);
-every schedule starts a run at t = 0.
+Invariants: ``first_at_or_after(t)`` is the earliest start time >= t (inf if none);
+every schedule starts a run at t = 0; ``ticks_between(a, b)`` counts the start times
+in (a, b), the ticks a run that began at ``a`` and ends before ``b`` sat through.
 """
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ class Continuous:
     def first_at_or_after(self, t: float) -> float:
         return t
 
+    def ticks_between(self, a: float, b: float) -> int:
+        return 0
+
     def __repr__(self):
         return "continuous"
 
@@ -55,6 +59,12 @@ class Every:
         if math.isinf(t):
             return t
         return math.ceil(t / self.period - 1e-12) * self.period
+
+    def ticks_between(self, a: float, b: float) -> int:
+        first = self.first_at_or_after(a + 1e-6)
+        if not first < b or math.isinf(b):
+            return 0
+        return max(0, math.ceil((b - first) / self.period - 1e-9))
 
     def __repr__(self):
         return f"every {self.period:g}s"
@@ -79,6 +89,13 @@ class Cron:
         base = self.start + timedelta(seconds=t) - timedelta(microseconds=1)
         nxt = croniter(self.expr, base).get_next(datetime)
         return (nxt - self.start).total_seconds()
+
+    def ticks_between(self, a: float, b: float, limit: int = 10_000) -> int:
+        n, t = 0, self.first_at_or_after(a + 1e-6)
+        while t < b and n < limit:
+            n += 1
+            t = self.first_at_or_after(t + 1e-6)
+        return n
 
     def __repr__(self):
         return f"cron {self.expr!r}"

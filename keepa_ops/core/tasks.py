@@ -57,7 +57,7 @@ class Upserter:
         for i in range(0, len(todo), bs):
             batch = todo[i:i + bs]
             resp = yield from ctx.call(self, len(batch) * spec.cost_per_item, len(batch),
-                                       ctx.transport.products, [d.asin for d in batch])
+                                       ctx.transport.products, [d.asin for d in batch], spec.product_params)
             ctx.store_new(self, resp.items, batch, max(batch[-1], wm) if wm is not None else batch[-1])
         return False
 
@@ -66,12 +66,6 @@ class Upserter:
         t = sched.first_at_or_after(now)
         if t <= started:
             t = sched.first_at_or_after(started + 1e-6)
-        if self.spec.page_cost == 0:
-            # A free run that would find nothing changes nothing: skip to the first tick
-            # at which the deal list can show something newer than the watermark.
-            quiet = ctx.transport.quiet_until(ctx.store.watermark(self.name))
-            if quiet > t:
-                t = sched.first_at_or_after(quiet)
         return t
 
 
@@ -100,7 +94,7 @@ class Backfiller:
             while offset < len(deals):
                 batch = deals[offset:offset + bs]
                 resp = yield from ctx.call(self, len(batch) * spec.cost_per_item, len(batch),
-                                           ctx.transport.products, [d.asin for d in batch])
+                                           ctx.transport.products, [d.asin for d in batch], spec.product_params)
                 offset += len(batch)
                 if offset >= len(deals) and len(deals) == PAGE_SIZE:
                     ckpt = (page + 1, 0)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config, parse_config
+from ..keepa.meter import REPLAY_OFFERS, params_for_cost, product_cost
 from ..errors import KeepaOpsError
 from .evidence import Evidence, gather
 
@@ -103,7 +104,17 @@ def rebuild_config(events, policy: str = "threshold") -> tuple[Config, list[str]
     elif len(found) == 1:
         assumptions.append(f"the log shows one Upserter run (found {pending} deals) and no later one, so no "
                            f"later arrivals are replayed.")
+    # Keepa prices a product by how it is fetched; the log shows the price, not the parameters:
+    # choose parameters and an offers count at which Keepa charges what the log shows
+    # each task fetches with parameters at which Keepa charges the price the log shows
+    for name, t in tasks.items():
+        t["product_params"] = params_for_cost(t["cost_per_item"])
+        charged = product_cost(t["product_params"], REPLAY_OFFERS)
+        if charged != t["cost_per_item"]:
+            assumptions.append(f"{name}'s products are replayed at Keepa's nearest price, {charged} tokens "
+                               f"(the log shows {t['cost_per_item']:g} a product).")
     raw = {"refill_per_minute": rate, "start_tokens": start_tokens, "refill": "continuous", "policy": policy,
            "start": t0.isoformat() + "Z" if pd.notna(t0) else "2026-02-04T00:00:00Z", "tasks": tasks,
-           "workload": {"pending_new_deals": pending, "new_deals_per_hour": later / hours, "backlog": 100000}}
+           "workload": {"pending_new_deals": pending, "new_deals_per_hour": later / hours, "backlog": 100000,
+                        "offers_per_product": REPLAY_OFFERS}}
     return parse_config(raw, strict=False), assumptions

@@ -18,8 +18,11 @@ import json
 import numpy as np
 
 from ..errors import KeepaOpsError
+from ..keepa.meter import DEAL_PAGE_COST
 from ..simulation.simulate import simulate
 from .demand import rebuild_config
+
+PEEK_SHARE = 0.25  # at most this share of the refill goes to the Upserter's deal-list peeks
 
 
 def _cost(t: dict, batch: int) -> float:
@@ -83,6 +86,16 @@ def recommend(evidence, finding, bound_s: float, check: bool = True) -> dict:
     rate, cap = evidence.rate, 60 * evidence.rate
     budget = 0.9 * rate * bound_s / 60.0
     tasks = raw["tasks"]
+    # Every Upserter run peeks at the deal list, and Keepa charges a page for it whatever the
+    # config believes: runs so frequent that peeks take over a quarter of the refill leave the
+    # batches nothing, so space them out first (to the first of 5, 10, 15, 30, 60 min that fits).
+    spacing: dict[str, float] = {}
+    for n, t in tasks.items():
+        every = _every_s(t["every"]) if t["role"] == "upserter" else None
+        if every and DEAL_PAGE_COST * 60.0 / every > PEEK_SHARE * rate:
+            spacing[n] = next((m * 60.0 for m in (5, 10, 15, 30, 60)
+                               if DEAL_PAGE_COST / m <= PEEK_SHARE * rate), 3600.0)
+            budget -= DEAL_PAGE_COST * bound_s / spacing[n]
     sizes = {n: t["batch_size"] for n, t in tasks.items()}
     # Under priority each task is served within the bound only if one batch of every task fits in
     # one bound's refill (policies.py): cut the largest batches until they do, with 10 % slack.
@@ -95,6 +108,10 @@ def recommend(evidence, finding, bound_s: float, check: bool = True) -> dict:
     change: dict = {"policy": "priority", "starvation_bound": f"{bound_s:g}s"}
     words = [f"switch the admission policy from '{raw.get('policy')}' to 'priority'"]
     legacy_change, legacy = {}, []
+    for n, every in spacing.items():
+        change[f"tasks.{n}.every"] = f"{every:g}s"
+        words.append(f"run {n} every {every / 60:g} min instead of every {_every_s(tasks[n]['every']):g} s "
+                     f"(each run's deal-list peek costs Keepa's {DEAL_PAGE_COST} tokens)")
     for n, b in sizes.items():
         if b != tasks[n]["batch_size"]:
             change[f"tasks.{n}.batch_size"] = legacy_change[f"tasks.{n}.batch_size"] = b

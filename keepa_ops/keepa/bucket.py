@@ -21,13 +21,14 @@ INF = math.inf
 
 
 class TokenBucket:
-    __slots__ = ("rate", "capacity", "stepped", "phase", "_b", "_t", "refilled", "wasted", "spent")
+    __slots__ = ("rate", "reduction", "capacity", "stepped", "phase", "_b", "_t", "refilled", "wasted", "spent")
 
     def __init__(self, refill_per_minute: float, start: float = 0.0, *, capacity: float | None = None,
                  stepped: bool = False, now: float = 0.0, phase: float = 0.0):
         if refill_per_minute <= 0:
             raise ValueError("refill_per_minute must be > 0")
         self.rate = float(refill_per_minute)
+        self.reduction = 0.0  # Keepa's tokenFlowReduction: rate is the plan's rate minus this
         self.capacity = float(capacity) if capacity is not None else 60.0 * self.rate
         self.stepped = stepped
         self.phase = float(phase)
@@ -78,9 +79,6 @@ class TokenBucket:
         return first + (steps - 1) * 60.0
 
     # -- money --------------------------------------------------------------
-    def can_spend(self, now: float) -> bool:
-        return self.advance(now) > 0
-
     def spend(self, cost: float, now: float) -> float:
         """Debit ``cost`` in full (Keepa admits any request while balance > 0)."""
         self.advance(now)
@@ -89,12 +87,19 @@ class TokenBucket:
         return self._b
 
     def sync(self, tokens_left: float, now: float, refill_per_minute: float | None = None,
-             refill_in_ms: float | None = None) -> float:
-        """Replace the estimate with the server's word; return the old estimate."""
+             refill_in_ms: float | None = None, token_flow_reduction: float = 0.0) -> float:
+        """Replace the estimate with the server's word; return the old estimate.
+
+        ``refill_per_minute`` is the plan's rate; ``token_flow_reduction`` lowers the refill
+        below it (the capacity stays 60 minutes of the plan's rate, or the configured ratio).
+        """
         old = self.advance(now)
-        if refill_per_minute and refill_per_minute > 0 and refill_per_minute != self.rate:
-            self.capacity = self.capacity / self.rate * refill_per_minute
-            self.rate = float(refill_per_minute)
+        if refill_per_minute and refill_per_minute > 0:
+            plan = self.rate + self.reduction
+            if refill_per_minute != plan:
+                self.capacity = self.capacity / plan * refill_per_minute
+            self.reduction = max(0.0, min(float(token_flow_reduction or 0.0), refill_per_minute * 0.999))
+            self.rate = float(refill_per_minute) - self.reduction
         if refill_in_ms is not None and self.stepped and refill_in_ms >= 0:
             self.phase = (now + refill_in_ms / 1000.0) % 60.0
         self._b = float(tokens_left)

@@ -47,6 +47,14 @@ class Envelope:
             token_flow_reduction=float(body.get("tokenFlowReduction", 0.0)),
         )
 
+    def to_json(self, processing_ms: float = 0.0) -> dict:
+        """The envelope fields of a Keepa response body (whole numbers where Keepa sends them)."""
+        rate = self.refill_rate
+        return {"timestamp": int(self.timestamp_ms), "tokensLeft": int(self.tokens_left),
+                "refillIn": int(self.refill_in_ms), "refillRate": int(rate) if rate == int(rate) else rate,
+                "tokenFlowReduction": self.token_flow_reduction, "tokensConsumed": int(self.consumed),
+                "processingTimeInMs": int(processing_ms)}
+
 
 @dataclass(slots=True)
 class Response:

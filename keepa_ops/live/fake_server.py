@@ -1,9 +1,13 @@
 """An embedded fake Keepa server on 127.0.0.1, faithful to Keepa's documented token rules.
 
+It meters with ``keepa.meter.KeepaMeter`` and serves ``keepa.stream.DealStream``, the
+same meter and stream the simulated Keepa uses, so a simulation and a live run against
+this server see the same prices, refusals and deals.
+
 Invariants:
-* one token bucket per key, check-and-debit under one lock; refill first, then
+* one meter per key, check-and-debit under one lock; refill first, then
   ``/token`` always answers and any other endpoint answers 429 (charged 0) while
-  the balance is <= 0, else serves and debits the actual cost, even below zero;
+  the balance is <= 0, else serves and debits Keepa's price, even below zero;
 * every JSON body carries the whole envelope, ``tokensLeft`` an integer;
 * the deal stream is a pure function of (seed, clock): deal i is published at a
   fixed time, so a watermark reader can be checked for "every deal exactly once";
@@ -13,7 +17,6 @@ Test-only controls live under ``/__fake__/`` (state, faults, advance, report).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import socket
@@ -22,56 +25,61 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-from ..keepa.bucket import TokenBucket
-from ..keepa.wire import PAGE_SIZE, unix_to_keepa_minutes
+from ..keepa.meter import DEAL_PAGE_COST, SELLER_COST, KeepaMeter, product_cost
+from ..keepa.stream import BACKLOG_BASE, DealStream, asin_of, stable_hash
+from ..keepa.wire import unix_to_keepa_minutes
 
-MAX_RESULTS = 10_000
-WINDOW_S = 12 * 3600  # /deal only shows products updated in the last 12 hours
 FAULTS = ("429", "500", "slow", "drop", "garbage")
-_ASIN_MULT = 2654435761  # odd and not a multiple of 3: a bijection modulo 36**8
-_B36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-def asin_of(idx: int, seed: int) -> str:
-    n = (idx * _ASIN_MULT + seed) % 36 ** 8
-    s = "".join(_B36[(n // 36 ** k) % 36] for k in range(7, -1, -1))
-    return "B0" + s
-
-
-def _h(*parts) -> int:
-    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "big")
 
 
 class FakeKeepa:
-    """The server's state: clock, buckets, deal stream, faults and what was charged."""
+    """The server's state: clock, one meter per key, the deal stream, faults and what was charged."""
 
-    BACKLOG_BASE = 1_000_000_000
+    BACKLOG_BASE = BACKLOG_BASE
 
     def __init__(self, refill_per_minute: float = 5, start_tokens: float | None = None, *,
                  stepped: bool = False, speed: float = 1.0, seed: int = 7, deals_per_hour: float = 60,
                  pending: int = 300, backlog: int = 10_000, keys: list[str] | None = None,
-                 start_unix: float | None = None):
+                 start_unix: float | None = None, arrivals: tuple[float, ...] | None = None,
+                 offers_per_product: int | None = None, capacity: float | None = None):
         self.lock = threading.RLock()
         self.rate = float(refill_per_minute)
+        self.capacity = capacity
         self.start_tokens = 60 * self.rate if start_tokens is None else float(start_tokens)
         self.stepped = stepped
         self.speed = float(speed)
         self.seed = seed
-        self.deals_per_hour = float(deals_per_hour)
-        self.pending = pending
-        self.backlog = backlog
+        self.token_flow_reduction = 0.0
         self.keys = set(keys) if keys else None
         self.start_unix = float(start_unix if start_unix is not None else math.floor(time.time() / 60) * 60)
+        self.stream = DealStream(start_unix=self.start_unix, pending=pending, per_hour=deals_per_hour,
+                                 arrivals=arrivals, backlog=backlog, seed=seed, offers=offers_per_product)
         self._t0 = time.monotonic()
         self._offset = 0.0
         self.publish_until: float | None = None  # freeze the stream at this server time
-        self.buckets: dict[str, TokenBucket] = {}
+        self.buckets: dict[str, KeepaMeter] = {}
         self._key_ids: dict[str, int] = {}
         self.faults: list[list] = []  # [kind, remaining, delay_s]
         self.stats = {"calls": {}, "charged": {}, "refused": 0, "injected": {k: 0 for k in FAULTS},
                       "backlog_pages": {}}
         self.httpd = None
         self.thread = None
+
+    @classmethod
+    def from_config(cls, cfg, speed: float = 1.0, **kw) -> "FakeKeepa":
+        """The fake Keepa a config's workload describes (what ``simulate`` would talk to)."""
+        w = cfg.workload
+        return cls(cfg.refill_per_minute, cfg.start_tokens, stepped=cfg.stepped, speed=speed,
+                   deals_per_hour=w.new_deals_per_hour, pending=w.pending_new_deals, backlog=w.backlog,
+                   arrivals=w.arrivals, offers_per_product=w.offers_per_product, capacity=cfg.capacity, **kw)
+
+    @property
+    def pending(self) -> int:
+        return self.stream.pending
+
+    @property
+    def backlog(self) -> int:
+        return self.stream.backlog
 
     # -- clock --------------------------------------------------------------------
     def now(self) -> float:
@@ -83,22 +91,16 @@ class FakeKeepa:
 
     # -- deals --------------------------------------------------------------------
     def published_at(self, i: int) -> float:
-        if i < self.pending:  # already there at start, spread over the previous hour
-            return self.start_unix - (self.pending - i) * 3600.0 / max(self.pending, 1)
-        if self.deals_per_hour <= 0:
-            return math.inf
-        return self.start_unix + (i - self.pending + 1) * 3600.0 / self.deals_per_hour
+        return self.stream.published_at(i)
 
     def published_count(self, now: float | None = None) -> int:
         now = self.now() if now is None else now
         if self.publish_until is not None:
             now = min(now, self.publish_until)
-        if self.deals_per_hour <= 0 or now < self.start_unix:
-            return self.pending
-        return self.pending + math.floor((now - self.start_unix) * self.deals_per_hour / 3600.0 + 1e-9)
+        return self.stream.published_count(now)
 
     def deal(self, idx: int, published: float) -> dict:
-        h = _h(self.seed, idx)
+        h = stable_hash(self.seed, idx)
         asin = asin_of(idx, self.seed)
         km = unix_to_keepa_minutes(published)
         price = 500 + h % 20000
@@ -113,77 +115,48 @@ class FakeKeepa:
 
     def live_page(self, page: int) -> list[dict]:
         now = self.now()
-        n = self.published_count(now)
-        idx = []
-        i = n - 1
-        while i >= 0 and len(idx) < MAX_RESULTS and self.published_at(i) > now - WINDOW_S:
-            idx.append(i)
-            i -= 1
-        chunk = idx[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
-        out = [self.deal(j, self.published_at(j)) for j in chunk]
-        # Newest first, but not strictly: neighbours are sometimes out of order.
-        for k in range(0, len(out) - 1, 2):
-            if _h(self.seed, "swap", chunk[k]) % 3 == 0:
-                out[k], out[k + 1] = out[k + 1], out[k]
-        return out
+        if self.publish_until is not None:
+            now = min(now, self.publish_until)
+        return [self.deal(i, self.stream.published_at(i)) for i in self.stream.live_page(page, now)]
 
     def backlog_page(self, page: int) -> list[dict]:
-        lo = page * PAGE_SIZE
-        hi = min(self.backlog, lo + PAGE_SIZE, MAX_RESULTS)
-        base = self.start_unix - 30 * 86400
-        return [self.deal(self.BACKLOG_BASE + j, base + j * 60.0) for j in range(lo, hi)]
+        s = self.stream
+        return [self.deal(BACKLOG_BASE + j, s.backlog_published_at(j)) for j in s.backlog_page(page)]
 
     def published_deals(self) -> list[tuple[str, int]]:
         """(asin, lastUpdate) of every live deal published so far."""
-        return [(asin_of(i, self.seed), unix_to_keepa_minutes(self.published_at(i)))
-                for i in range(self.published_count())]
+        s = self.stream
+        return [(s.asin(i), s.last_update(i)) for i in range(self.published_count())]
 
     def backlog_asins(self) -> list[str]:
-        return [asin_of(self.BACKLOG_BASE + j, self.seed) for j in range(min(self.backlog, MAX_RESULTS))]
+        return [self.stream.backlog_asin(j) for j in range(self.stream.backlog)]
 
     def offers_of(self, asin: str) -> int:
-        return 5 + _h(self.seed, "offers", asin) % 31
+        return self.stream.offers_of(asin)
 
     def product(self, asin: str, domain: int) -> dict:
-        h = _h(self.seed, "p", asin)
+        h = stable_hash(self.seed, "p", asin)
         km = unix_to_keepa_minutes(self.now())
         price = 500 + h % 20000
         return {"asin": asin, "domainId": domain, "title": f"Product {asin}", "lastUpdate": km,
                 "csv": [[km - 1440, price + 250, km, price], None], "offersCount": self.offers_of(asin)}
 
     def product_cost(self, asin: str, q: dict) -> int:
-        cost = 1
-        if "offers" in q:
-            offers = int(q["offers"])
-            cost = max(1, 6 * math.ceil(min(offers, self.offers_of(asin)) / 10))
-        if q.get("buybox") == "1":
-            cost += 2
-        if q.get("stock") == "1":
-            cost += 2
-        if q.get("update") == "0":
-            cost += 1
-        return cost
+        return product_cost(q, self.offers_of(asin))
 
     # -- tokens -------------------------------------------------------------------
-    def bucket(self, key: str) -> TokenBucket:
-        b = self.buckets.get(key)
-        if b is None:
-            b = TokenBucket(self.rate, self.start_tokens, stepped=self.stepped, now=self._elapsed())
-            self.buckets[key] = b
+    def bucket(self, key: str) -> KeepaMeter:
+        m = self.buckets.get(key)
+        if m is None:
+            m = KeepaMeter(self.rate, self.start_tokens, capacity=self.capacity, stepped=self.stepped,
+                           now=self._elapsed(), token_flow_reduction=self.token_flow_reduction)
+            self.buckets[key] = m
             self._key_ids[key] = len(self._key_ids) + 1
-        return b
+        return m
 
-    def envelope(self, b: TokenBucket, consumed: float, t0: float) -> dict:
-        el = self._elapsed()
-        bal = b.balance(el)
-        if self.stepped:
-            refill_in = ((b.phase - el) % 60.0) or 60.0
-        else:
-            refill_in = 60.0 - (el % 60.0)
-        return {"timestamp": int(self.now() * 1000), "tokensLeft": math.floor(bal),
-                "refillIn": int(refill_in * 1000 / self.speed), "refillRate": int(b.rate),
-                "tokenFlowReduction": 0.0, "tokensConsumed": int(consumed),
-                "processingTimeInMs": int((time.monotonic() - t0) * 1000)}
+    def envelope(self, m: KeepaMeter, consumed: float, t0: float) -> dict:
+        env = m.envelope(self._elapsed(), consumed, self.now() * 1000, time_scale=self.speed)
+        return env.to_json((time.monotonic() - t0) * 1000)
 
     def take_fault(self):
         with self.lock:
@@ -328,7 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _metered(self, endpoint, q, body, b, key, el, t0):
         """Refuse at balance <= 0, else serve and debit the full cost. Returns (payload, envelope)."""
         fake = self.fake
-        if b.balance(el) <= 0:
+        if not b.admits(el):
             fake.stats["refused"] += 1
             self._error(429, "NOT_ENOUGH_TOKEN", "not enough tokens", fake.envelope(b, 0, t0))
             return None, None
@@ -337,7 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as e:
             self._error(400, "REQUEST_REJECTED", str(e), fake.envelope(b, 0, t0))
             return None, None
-        b.spend(cost, el)
+        b.charge(cost, el)
         fake.stats["charged"][key] = fake.stats["charged"].get(key, 0) + cost
         return payload, fake.envelope(b, cost, t0)
 
@@ -374,7 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 fake.stats["backlog_pages"][page] = fake.stats["backlog_pages"].get(page, 0) + 1
                 dr_list = fake.backlog_page(page)
-            return {"deals": {"dr": dr_list, "categoryIds": [], "categoryNames": [], "categoryCount": []}}, 5
+            return {"deals": {"dr": dr_list, "categoryIds": [], "categoryNames": [], "categoryCount": []}}, DEAL_PAGE_COST
         if endpoint == "product":
             if "domain" not in q:
                 raise ValueError("domain is required")
@@ -386,7 +359,7 @@ class _Handler(BaseHTTPRequestHandler):
         sellers = [s for s in q.get("seller", "").split(",") if s]
         if not sellers:
             raise ValueError("seller is required")
-        return {"sellers": {s: {"sellerId": s, "sellerName": f"Seller {s}"} for s in sellers}}, len(sellers)
+        return {"sellers": {s: {"sellerId": s, "sellerName": f"Seller {s}"} for s in sellers}}, SELLER_COST * len(sellers)
 
     def _control(self, method, path, body):
         fake = self.fake
@@ -400,16 +373,15 @@ class _Handler(BaseHTTPRequestHandler):
             if method != "POST":
                 return self._send(405, {"error": "POST only"})
             if path == "/__fake__/state":
-                if "refill_per_minute" in data:
-                    fake.rate = float(data["refill_per_minute"])
-                    for b in fake.buckets.values():
-                        b.advance(fake._elapsed())
-                        b.capacity = 60 * fake.rate
-                        b.rate = fake.rate
+                if "refill_per_minute" in data or "token_flow_reduction" in data:
+                    fake.rate = float(data.get("refill_per_minute", fake.rate))
+                    fake.token_flow_reduction = float(data.get("token_flow_reduction", fake.token_flow_reduction))
+                    for m in fake.buckets.values():
+                        m.set_rate(fake.rate, fake.token_flow_reduction, fake._elapsed())
                 if "tokens" in data:
                     fake.start_tokens = float(data["tokens"])
-                    for b in fake.buckets.values():
-                        b.sync(float(data["tokens"]), fake._elapsed())
+                    for m in fake.buckets.values():
+                        m.bucket.sync(float(data["tokens"]), fake._elapsed())
                 if "publish" in data:
                     fake.publish_until = None if data["publish"] else fake.now()
                 return self._send(200, fake.report())

@@ -64,7 +64,7 @@ class _Progress:
         self.last = now
         parts = [f"{st.name}: {st.items} deals, {st.grants} grants" + (" (waiting)" if st.req else "")
                  for st in self.engine.states]
-        self.out.write(f"[keepa-ops] t={row[0] / 60:.1f} keepa-min balance={row[3]:.0f} | " + " | ".join(parts) + "\n")
+        self.out.write(f"[keepa-ops] t={row.t / 60:.1f} keepa-min balance={row.balance:.0f} | " + " | ".join(parts) + "\n")
         self.out.flush()
 
 
@@ -78,11 +78,10 @@ class _Sink:
         if self.fh is not None:
             self.fh.write(self.log.to_json(row) + "\n")
             self.fh.flush()
-        kind = row[1]
-        if kind == "run_start":
-            self.store.run_started(row[2])
-        elif kind == "run_finish":
-            self.store.run_finished(row[2], (row[8] or {}).get("outcome", "ok"), row[6] or 0)
+        if row.event == "run_start":
+            self.store.run_started(row.task)
+        elif row.event == "run_finish":
+            self.store.run_finished(row.task, (row.detail or {}).get("outcome", "ok"), row.items or 0)
         self.progress(row)
 
 
@@ -96,10 +95,7 @@ def run_live(config, db, *, keepa_url: str | None = None, duration: float | None
     embedded = False
     if url is None and key is None:
         if fake is None:
-            w = cfg.workload
-            fake = FakeKeepa(cfg.refill_per_minute, cfg.start_tokens, stepped=cfg.stepped, speed=speed,
-                             deals_per_hour=w.new_deals_per_hour, pending=w.pending_new_deals,
-                             backlog=w.backlog)
+            fake = FakeKeepa.from_config(cfg, speed)
             fake.serve()
             embedded = True
         url, key = fake.url, ApiKey(EMBEDDED_KEY)
@@ -153,6 +149,6 @@ def run_live(config, db, *, keepa_url: str | None = None, duration: float | None
     tasks = {st.name: {"grants": st.grants, "items": st.items, "tokens_spent": st.spent,
                        "max_wait_s": st.max_wait, "runs": st.runs, "refused_429": st.refused,
                        "failed_runs": st.faults} for st in engine.states}
-    faults = sum(1 for r in log.rows if r[1] == "fault")
+    faults = sum(1 for r in log.rows if r.event == "fault")
     return LiveResult(Path(db), events_path, url, embedded, engine.ended_at - engine.t0, tasks, stored,
                       faults, stopped_by[0] if stopped_by else None)

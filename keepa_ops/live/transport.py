@@ -1,12 +1,11 @@
 """The live transport: the engine's Keepa calls over HTTP through ``KeepaClient``.
 
-Invariant: it answers exactly what ``model.ModelTransport`` answers (DealRef pages,
-product rows, the charge) so task code cannot tell simulation from production;
-each ``Response`` carries the server's envelope for the engine to sync from.
+Invariant: it answers exactly what ``simulation.keepa.SimulatedKeepa`` answers (DealRef
+pages, product rows, Keepa's charge, the envelope), so task code cannot tell simulation
+from production; the transport contract tests check it on the same deal stream.
 """
 from __future__ import annotations
 
-import math
 import time
 
 from ..keepa.client import KeepaClient
@@ -34,10 +33,7 @@ class HttpTransport:
             return time.time()
         return self._server_ms / 1000.0 + (time.monotonic() - self._seen_at) * self.speed
 
-    def quiet_until(self, watermark) -> float:
-        return -math.inf  # a real server's future is unknown
-
-    def deal_page(self, page: int, backlog: bool, *, cost: float) -> Response:
+    def deal_page(self, page: int, backlog: bool) -> Response:
         sel = {"page": page, "domainId": self.settings.domain, "priceTypes": [self.settings.price_type],
                "dateRange": 3 if backlog else 0, "sortType": 1}
         deals, env = self.client.deals(sel)
@@ -51,8 +47,9 @@ class HttpTransport:
             self._deals.pop(next(iter(self._deals)))
         return Response(refs, env.consumed, env)
 
-    def products(self, asins: list[str], *, cost: float) -> Response:
-        products, env = self.client.products(asins, self.settings.domain, **self.settings.product_params)
+    def products(self, asins: list[str], params: dict | None = None) -> Response:
+        params = self.settings.product_params if params is None else params
+        products, env = self.client.products(asins, self.settings.domain, **params)
         self._saw(env)
         rows = []
         for p in products:

@@ -20,7 +20,8 @@ _BF = {"role": "backfiller", "every": "continuous", "batch_size": 5, "cost_per_i
        "threshold": 80, "priority": 2}
 SEED = {"refill_per_minute": 5, "start_tokens": 24, "refill": "continuous", "policy": "threshold",
         "tasks": {"update_recent_deals": _UP, "backfill_deals": _BF},
-        "workload": {"pending_new_deals": 300, "new_deals_per_hour": 6, "backlog": 10000}}
+        "workload": {"pending_new_deals": 300, "new_deals_per_hour": 6, "backlog": 10000, "offers_per_product": 30},
+        "keepa": {"product_params": {"offers": 30, "buybox": 1}}}  # 20 tokens a product, as in the incident
 
 
 def _seed(policy=None, up=None, bf=None, **top):
@@ -39,13 +40,15 @@ INCIDENTS = {
     "seed_after_fix": (_seed(up={"batch_size": 5}), 24, "starvation", ["backfill_deals"], "update_recent_deals"),
     "target_above_capacity": (_seed(up={"batch_size": 15}), 12, "unreachable_target", ["update_recent_deals"], None),
     "every_minute_upserter": (_seed(up={"batch_size": 5, "page_cost": 5}, bf={"page_cost": 5},
-                                    workload={"pending_new_deals": 0, "new_deals_per_hour": 6, "backlog": 10000}),
+                                    workload={"pending_new_deals": 0, "new_deals_per_hour": 6, "backlog": 10000,
+                                              "offers_per_product": 30}),
                               24, "starvation", ["backfill_deals"], "update_recent_deals"),
     "deficit_spiral": (_seed(policy="greedy", bf={"batch_size": 10}), 24, "deficit_spiral", None, None),
-    # the Upserter gives up after 60 s every minute while the Backfiller takes the refill: it is
-    # starved through the exit rule (a livelock is a task that starves itself, see diagnosis.verdicts)
-    "exit_after_60s": (_seed(up={"max_wait": "60s"}), 12, "starvation", ["update_recent_deals"], "backfill_deals"),
-    "healthy_priority": (_seed(policy="priority"), 48, "healthy", [], None),
+    # the Upserter pays Keepa for its deal-list peek every minute, then gives up its batch after
+    # 60 s: the peeks take the whole refill and nothing is ever committed, a livelock (a task that
+    # starves itself, see diagnosis.verdicts)
+    "exit_after_60s": (_seed(up={"max_wait": "60s"}), 12, "livelock", None, None),
+    "healthy_priority": (_seed(policy="priority", up={"page_cost": 5}, bf={"page_cost": 5}), 48, "healthy", [], None),
 }
 
 

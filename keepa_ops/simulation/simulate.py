@@ -1,4 +1,4 @@
-"""Simulation: the engine on a virtual clock against the in-process Keepa model.
+"""Simulation: the engine on a virtual clock against the simulated Keepa.
 
 Invariant: a simulation is a pure function of (config, hours): same inputs,
 same events, same numbers.
@@ -11,7 +11,8 @@ from ..core.clock import VirtualClock
 from ..config import Config, load_config
 from ..core.engine import Engine
 from ..core.events import EventLog
-from .model import MemoryStore, ModelTransport
+from .keepa import SimulatedKeepa
+from .memory_store import MemoryStore
 
 
 def _pct(sorted_vals, q):
@@ -25,7 +26,7 @@ def _pct(sorted_vals, q):
 class SimResult:
     """What a simulation did: the engine (tasks, bucket, events) and the store."""
 
-    def __init__(self, config: Config, engine: Engine, transport: ModelTransport, store: MemoryStore,
+    def __init__(self, config: Config, engine: Engine, transport: SimulatedKeepa, store: MemoryStore,
                  hours: float):
         self.config = config
         self.engine = engine
@@ -39,20 +40,26 @@ class SimResult:
         return self.engine.events
 
     def freshness(self, since: float = 0.0) -> dict:
-        """Arrival-to-upsert delay of live deals that arrived at or after ``since``.
+        """Arrival-to-upsert delay of live deals that arrived at or after ``since`` (seconds into the run).
 
-        A deal still waiting at the end counts with its wait so far (a lower bound),
-        so a starved Upserter cannot look fresh by upserting nothing.
+        A deal published before the run started arrived at 0 for this purpose. A deal still
+        waiting at the end counts with its wait so far (a lower bound), so a starved Upserter
+        cannot look fresh by upserting nothing.
         """
-        delays = [d for a, d in self.store.live_delays if a >= since]
-        served = len(delays)
-        n = self.transport.arrived(self.end)
-        unserved = 0
-        for i in range(n):
-            a = self.transport.arrival(i)
-            if a >= since and f"L{i:09d}" not in self.store.stored:
+        stream, first = self.transport.stream, self.store.first_stored
+        t0 = stream.start_unix
+        delays, unserved = [], 0
+        for i in range(stream.published_count(t0 + self.end)):
+            a = max(0.0, stream.published_at(i) - t0)
+            if a < since:
+                continue
+            stored = first.get(stream.asin(i))
+            if stored is None:
                 delays.append(self.end - a)
                 unserved += 1
+            else:
+                delays.append(stored - a)
+        served = len(delays) - unserved
         delays.sort()
         return {"deals": served + unserved, "served": served, "unserved": unserved,
                 "p50_s": _pct(delays, 0.5), "p95_s": _pct(delays, 0.95),
@@ -87,7 +94,7 @@ class SimResult:
 
     def summary(self) -> dict:
         tasks = self.task_summary()
-        b = self.engine.bucket
+        b = self.transport.meter.bucket  # Keepa's own bucket; the engine's is its estimate
         end_balance = b.balance(self.end)
         backfill = self.config.task("backfiller")
         days = self.hours / 24.0
@@ -105,7 +112,17 @@ class SimResult:
             "freshness": self.freshness(),
             "backfill_per_day": (tasks[backfill.name]["items"] / days) if backfill and days > 0 else None,
             "events": len(self.events),
+            "keepa": self.keepa_summary(),
         }
+
+    def keepa_summary(self) -> dict:
+        """What Keepa saw: calls, charges, refusals, and how often the engine's estimate was corrected."""
+        syncs = self.events.of("sync")
+        corrections = [r.balance - r.detail["estimate"] for r in syncs if r.detail and "estimate" in r.detail]
+        big = [c for c in corrections if abs(c) >= 1.0]
+        return {"calls": dict(self.transport.calls), "charged": self.transport.meter.charged,
+                "refused_429": self.transport.meter.refused, "syncs": len(syncs), "corrections": len(big),
+                "max_correction": max(big, key=abs) if big else 0.0}
 
 
 def simulate(config, hours: float = 24.0, events: EventLog | None = None,
@@ -114,8 +131,7 @@ def simulate(config, hours: float = 24.0, events: EventLog | None = None,
     config = load_config(config)
     clock = VirtualClock(0.0, max_step=max_step)
     store = MemoryStore()
-    engine = Engine(config, clock, None, store, events)
-    transport = ModelTransport(config.workload, engine.bucket, clock)
-    engine.transport = transport
+    keepa = SimulatedKeepa(config, clock)
+    engine = Engine(config, clock, keepa, store, events)
     engine.run(until=hours * 3600.0)
-    return SimResult(config, engine, transport, store, hours)
+    return SimResult(config, engine, keepa, store, hours)
