@@ -61,3 +61,13 @@ def test_stepped_sync_takes_phase_from_refill_in():
     b.sync(0, 10, refill_in_ms=15000)  # next refill at t = 25
     assert b.balance(24.9) == 0
     assert b.balance(25) == 5
+
+
+def test_token_flow_reduction_lowers_the_refill_and_keeps_the_cap():
+    b = TokenBucket(5, 0)
+    b.sync(0, 0, refill_per_minute=5, token_flow_reduction=2)
+    assert b.rate == 3 and b.capacity == 300
+    assert b.balance(600) == pytest.approx(30)  # 10 minutes at 5 - 2 per minute
+    m = KeepaMeter(5, 0, token_flow_reduction=2)
+    env = m.envelope(600, 0, 0)
+    assert env.tokens_left == 30 and env.refill_rate == 5 and env.token_flow_reduction == 2

@@ -75,9 +75,6 @@ class Policy:
     def add(self, req: Request, bucket: TokenBucket) -> None:
         self.waiting.append(req)
 
-    def remove(self, req: Request) -> None:
-        self.waiting.remove(req)
-
     def granted(self, req: Request) -> None:
         self.waiting.remove(req)
 

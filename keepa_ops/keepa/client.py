@@ -3,8 +3,8 @@
 Invariants:
 * every response (errors and 429s included) yields an ``Envelope``, and
   ``on_envelope`` sees it before anything else happens;
-* a 429 raises ``NotEnoughTokens`` at once (the caller decides when to retry:
-  ``retry_after`` says how long Keepa needs); timeouts, 5xx, dropped connections
+* a 429 raises ``NotEnoughTokens`` at once, carrying the envelope (the engine syncs
+  from it and waits again); timeouts, 5xx, dropped connections
   and non-JSON bodies are retried ``retries`` times with exponential backoff, each
   reported once to ``on_fault``, then raise ``KeepaUnavailable``;
 * the key never appears in an exception message, a log line or a logged URL:
@@ -54,12 +54,6 @@ class ApiKey:
                 raise KeepaOpsError(f"key_file {p} does not exist. Fix: create it or set KEEPA_API_KEY.")
             return cls(p.read_text())
         return None
-
-
-def retry_after(env: Envelope) -> float:
-    """Seconds until a refused call can succeed: the next refill plus the deficit at the rate."""
-    deficit = max(0.0, -env.tokens_left)
-    return env.refill_in_ms / 1000.0 + (deficit / env.refill_rate * 60.0 if env.refill_rate > 0 else 0.0)
 
 
 class KeepaClient:

@@ -134,18 +134,3 @@ def run_pipeline(logs=None, out=None, config=None, grid=None, hours: float = 168
         (out / "run.json").write_text(json.dumps(run.summary(), indent=1))
         _record(runs_dir, run)
     return run
-
-
-def strip_unchecked_outputs(path) -> None:
-    """Keep outputs only in cells marked ``# NBVAL_CHECK_OUTPUT``: what nbval compares."""
-    import nbformat
-
-    nb = nbformat.read(str(path), as_version=4)
-    for cell in nb.cells:
-        cell.metadata.pop("execution", None)
-        cell.metadata.pop("papermill", None)
-        if cell.cell_type == "code" and "NBVAL_CHECK_OUTPUT" not in cell.source:
-            cell.outputs = []
-            cell.execution_count = None
-    nb.metadata.pop("papermill", None)
-    nbformat.write(nb, str(path))
