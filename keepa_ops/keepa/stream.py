@@ -53,6 +53,7 @@ class DealStream:
         self.backlog = int(backlog)
         self.seed = seed
         self.offers = offers
+        self._swapped: dict[int, bool] = {}  # memo of a pure function of the deal number
 
     @classmethod
     def from_workload(cls, workload, start_unix: float, seed: int = 7) -> "DealStream":
@@ -100,8 +101,13 @@ class DealStream:
         oldest = max(self._first_in_window(n, now), n - MAX_RESULTS)
         top = n - 1 - page * PAGE_SIZE
         chunk = list(range(top, max(oldest, top - PAGE_SIZE + 1) - 1, -1))
+        swapped = self._swapped
         for k in range(0, len(chunk) - 1, 2):
-            if stable_hash(self.seed, "swap", chunk[k]) % 3 == 0:
+            i = chunk[k]
+            s = swapped.get(i)
+            if s is None:
+                s = swapped[i] = stable_hash(self.seed, "swap", i) % 3 == 0
+            if s:
                 chunk[k], chunk[k + 1] = chunk[k + 1], chunk[k]
         return chunk
 

@@ -28,6 +28,8 @@ class SimulatedKeepa:
                                 stepped=config.stepped, now=clock.now())
         self.params = dict(config.keepa.product_params)
         self.calls = {"deal": 0, "product": 0}
+        self._refs: dict[int, DealRef] = {}  # live deal number -> its DealRef (a pure function)
+        self._offers: dict[str, int] = {}
 
     def server_now(self) -> float:
         return self.start_unix + self.clock.now()
@@ -48,15 +50,27 @@ class SimulatedKeepa:
         if backlog:
             refs = [DealRef(float(s.backlog_last_update(j)), s.backlog_asin(j)) for j in s.backlog_page(page)]
         else:
-            refs = [DealRef(float(s.last_update(i)), s.asin(i)) for i in s.live_page(page, self.start_unix + now)]
+            memo = self._refs
+            refs = []
+            for i in s.live_page(page, self.start_unix + now):
+                ref = memo.get(i)
+                if ref is None:
+                    ref = memo[i] = DealRef(float(s.last_update(i)), s.asin(i))
+                refs.append(ref)
         return self._charged(refs, DEAL_PAGE_COST, now)
 
     def products(self, asins: list[str], params: dict | None = None) -> Response:
         now = self.clock.now()
         self._admit(now)
         self.calls["product"] += 1
-        offers_of, params = self.stream.offers_of, self.params if params is None else params
-        cost = sum(product_cost(params, offers_of(a)) for a in asins)
+        params = self.params if params is None else params
+        offers, offers_of = self._offers, self.stream.offers_of
+        cost = 0
+        for a in asins:
+            o = offers.get(a)
+            if o is None:
+                o = offers[a] = offers_of(a)
+            cost += product_cost(params, o)
         km = unix_to_keepa_minutes(self.start_unix + now)
         rows = [{"asin": a, "title": None, "lastUpdate": km, "price": -1} for a in asins]
         return self._charged(rows, cost, now)
