@@ -124,10 +124,7 @@ class Engine:
                     b = bucket.balance(now)
                     emit(now - self.t0, "wait", r.task, b, r.target, r.cost, r.items,
                          max(0.0, bucket.time_until(r.target, now) - now))
-                if r.promote_at <= now + EPS and r.seq not in self._promoted:
-                    self._promoted.add(r.seq)
-                    emit(now - self.t0, "promote", r.task, bucket.balance(now), r.target, r.cost, r.items,
-                         now - r.since)
+                self._note_promotion(r, now)
             if wake == INF:
                 break
             if wake <= now:
@@ -135,6 +132,13 @@ class Engine:
             clock.sleep_until(wake)
         self._close(min(clock.now(), until) if until < INF else clock.now())
         return self
+
+    def _note_promotion(self, req: Request, now: float) -> None:
+        """Log a request's promotion once, the first time the engine sees it promoted."""
+        if req.promote_at <= now + EPS and req.seq not in self._promoted:
+            self._promoted.add(req.seq)
+            self.events.emit(now - self.t0, "promote", req.task, self.bucket.balance(now), req.target, req.cost,
+                             req.items, now - req.since)
 
     def _heartbeat(self, now: float) -> None:
         b = self.bucket.balance(now)
@@ -186,9 +190,7 @@ class Engine:
         st = self._state[req.task]
         self.policy.granted(req)
         self._announced.discard(req.seq)
-        if req.promote_at <= now + EPS and req.seq not in self._promoted:  # promoted and granted at once
-            self.events.emit(now - self.t0, "promote", st.name, self.bucket.balance(now), req.target, req.cost,
-                             req.items, now - req.since)
+        self._note_promotion(req, now)  # promoted and granted at once: still a promotion
         self._promoted.discard(req.seq)
         st.req = None
         wait = now - req.since

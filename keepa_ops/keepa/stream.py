@@ -53,7 +53,8 @@ class DealStream:
         self.backlog = int(backlog)
         self.seed = seed
         self.offers = offers
-        self._swapped: dict[int, bool] = {}  # memo of a pure function of the deal number
+        self._swapped: dict[int, bool] = {}  # memos of pure functions: deal number -> swapped,
+        self._offers: dict[str, int] = {}    # ASIN -> offers
 
     @classmethod
     def from_workload(cls, workload, start_unix: float, seed: int = 7) -> "DealStream":
@@ -137,4 +138,7 @@ class DealStream:
     def offers_of(self, asin: str) -> int:
         if self.offers is not None:
             return self.offers
-        return 5 + stable_hash(self.seed, "offers", asin) % 31
+        n = self._offers.get(asin)
+        if n is None:
+            n = self._offers[asin] = 5 + stable_hash(self.seed, "offers", asin) % 31
+        return n

@@ -35,8 +35,6 @@ FAULTS = ("429", "500", "slow", "drop", "garbage")
 class FakeKeepa:
     """The server's state: clock, one meter per key, the deal stream, faults and what was charged."""
 
-    BACKLOG_BASE = BACKLOG_BASE
-
     def __init__(self, refill_per_minute: float = 5, start_tokens: float | None = None, *,
                  stepped: bool = False, speed: float = 1.0, seed: int = 7, deals_per_hour: float = 60,
                  pending: int = 300, backlog: int = 10_000, keys: list[str] | None = None,
@@ -93,11 +91,13 @@ class FakeKeepa:
     def published_at(self, i: int) -> float:
         return self.stream.published_at(i)
 
-    def published_count(self, now: float | None = None) -> int:
+    def _visible(self, now: float | None = None) -> float:
+        """The server time the deal stream shows: ``now``, or the moment publishing was frozen."""
         now = self.now() if now is None else now
-        if self.publish_until is not None:
-            now = min(now, self.publish_until)
-        return self.stream.published_count(now)
+        return now if self.publish_until is None else min(now, self.publish_until)
+
+    def published_count(self, now: float | None = None) -> int:
+        return self.stream.published_count(self._visible(now))
 
     def deal(self, idx: int, published: float) -> dict:
         h = stable_hash(self.seed, idx)
@@ -114,10 +114,7 @@ class FakeKeepa:
         }
 
     def live_page(self, page: int) -> list[dict]:
-        now = self.now()
-        if self.publish_until is not None:
-            now = min(now, self.publish_until)
-        return [self.deal(i, self.stream.published_at(i)) for i in self.stream.live_page(page, now)]
+        return [self.deal(i, self.stream.published_at(i)) for i in self.stream.live_page(page, self._visible())]
 
     def backlog_page(self, page: int) -> list[dict]:
         s = self.stream

@@ -29,7 +29,6 @@ class SimulatedKeepa:
         self.params = dict(config.keepa.product_params)
         self.calls = {"deal": 0, "product": 0}
         self._refs: dict[int, DealRef] = {}  # live deal number -> its DealRef (a pure function)
-        self._offers: dict[str, int] = {}
 
     def server_now(self) -> float:
         return self.start_unix + self.clock.now()
@@ -64,13 +63,8 @@ class SimulatedKeepa:
         self._admit(now)
         self.calls["product"] += 1
         params = self.params if params is None else params
-        offers, offers_of = self._offers, self.stream.offers_of
-        cost = 0
-        for a in asins:
-            o = offers.get(a)
-            if o is None:
-                o = offers[a] = offers_of(a)
-            cost += product_cost(params, o)
+        offers_of = self.stream.offers_of
+        cost = sum(product_cost(params, offers_of(a)) for a in asins)
         km = unix_to_keepa_minutes(self.start_unix + now)
         rows = [{"asin": a, "title": None, "lastUpdate": km, "price": -1} for a in asins]
         return self._charged(rows, cost, now)
