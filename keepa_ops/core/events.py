@@ -41,6 +41,7 @@ class Event(NamedTuple):
 
 
 FIELDS = Event._fields
+_new_row = tuple.__new__  # Event(...) without the generated __new__'s extra call: emit is the hottest path
 
 
 def _r(x):
@@ -57,7 +58,7 @@ class EventLog:
 
     def emit(self, t, event, task=None, balance=None, target=None, cost=None, items=None,
              wait_s=None, detail=None):
-        row = Event(t, event, task, balance, target, cost, items, wait_s, detail)
+        row = _new_row(Event, (t, event, task, balance, target, cost, items, wait_s, detail))
         self.rows.append(row)
         if self.on_event is not None:
             self.on_event(row)

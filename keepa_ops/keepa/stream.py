@@ -30,10 +30,15 @@ _ASIN_MULT = 2654435761   # odd and not a multiple of 3: a bijection modulo 36**
 _B36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
+_B36_PAIRS = tuple(a + b for a in _B36 for b in _B36)  # n in 0..1295 -> its two base-36 digits
+
+
 def asin_of(idx: int, seed: int) -> str:
+    """``"B0"`` and eight base-36 digits of a bijection of ``idx``: distinct deals, distinct ASINs."""
     n = (idx * _ASIN_MULT + seed) % 36 ** 8
-    s = "".join(_B36[(n // 36 ** k) % 36] for k in range(7, -1, -1))
-    return "B0" + s
+    hi, lo = divmod(n, 1296 ** 2)
+    p = _B36_PAIRS
+    return "B0" + p[hi // 1296] + p[hi % 1296] + p[lo // 1296] + p[lo % 1296]
 
 
 def stable_hash(*parts) -> int:
@@ -53,7 +58,7 @@ class DealStream:
         self.backlog = int(backlog)
         self.seed = seed
         self.offers = offers
-        self._swapped: dict[int, bool] = {}  # memos of pure functions: deal number -> swapped,
+        self._swapped = bytearray()          # memos of pure functions: deal number -> swapped,
         self._offers: dict[str, int] = {}    # ASIN -> offers
 
     @classmethod
@@ -96,21 +101,36 @@ class DealStream:
                 lo = mid + 1
         return lo
 
+    def live_window(self, now: float) -> tuple[int, int]:
+        """``(n, oldest)``: the live list at unix time ``now`` is deals ``oldest .. n - 1``.
+
+        The list, and so every page of it, is a pure function of this pair: a caller may keep
+        a page while the window it was cut from is unchanged.
+        """
+        n = self.published_count(now)
+        return n, max(self._first_in_window(n, now), n - MAX_RESULTS)
+
     def live_page(self, page: int, now: float) -> list[int]:
         """Deal numbers on live page ``page`` at unix time ``now``, in the order Keepa lists them."""
-        n = self.published_count(now)
-        oldest = max(self._first_in_window(n, now), n - MAX_RESULTS)
+        return self.window_page(page, *self.live_window(now))
+
+    def window_page(self, page: int, n: int, oldest: int) -> list[int]:
+        """Deal numbers on page ``page`` of the live list ``oldest .. n - 1`` (see ``live_window``)."""
         top = n - 1 - page * PAGE_SIZE
         chunk = list(range(top, max(oldest, top - PAGE_SIZE + 1) - 1, -1))
-        swapped = self._swapped
-        for k in range(0, len(chunk) - 1, 2):
-            i = chunk[k]
-            s = swapped.get(i)
-            if s is None:
-                s = swapped[i] = stable_hash(self.seed, "swap", i) % 3 == 0
-            if s:
-                chunk[k], chunk[k + 1] = chunk[k + 1], chunk[k]
+        if len(chunk) > 1:
+            swapped = self._swaps_through(top)
+            for k in range(0, len(chunk) - 1, 2):
+                if swapped[chunk[k]]:
+                    chunk[k], chunk[k + 1] = chunk[k + 1], chunk[k]
         return chunk
+
+    def _swaps_through(self, i: int) -> bytearray:
+        """Whether each live deal up to ``i`` trades places with the next one down (a pure function, kept)."""
+        swapped = self._swapped
+        for j in range(len(swapped), i + 1):
+            swapped.append(stable_hash(self.seed, "swap", j) % 3 == 0)
+        return swapped
 
     def asin(self, i: int) -> str:
         return asin_of(i, self.seed)

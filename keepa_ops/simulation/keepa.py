@@ -28,7 +28,9 @@ class SimulatedKeepa:
                                 stepped=config.stepped, now=clock.now())
         self.params = dict(config.keepa.product_params)
         self.calls = {"deal": 0, "product": 0}
-        self._refs: dict[int, DealRef] = {}  # live deal number -> its DealRef (a pure function)
+        self._live_refs: list[DealRef] = []  # live deal i -> its DealRef (a pure function), built once
+        self._pages: dict[tuple, tuple] = {}  # (kind, page) -> (its full key, its DealRefs): the last one built
+        self._prices: dict[tuple, dict[int, float]] = {}  # product params -> {offers: price of one product}
 
     def server_now(self) -> float:
         return self.start_unix + self.clock.now()
@@ -46,17 +48,22 @@ class SimulatedKeepa:
         self._admit(now)
         self.calls["deal"] += 1
         s = self.stream
-        if backlog:
-            refs = [DealRef(float(s.backlog_last_update(j)), s.backlog_asin(j)) for j in s.backlog_page(page)]
+        # A page is a pure function of its page number and, for the live list, of the window
+        # it is cut from; the last page built for each number is kept while that key holds.
+        key = ("backlog", page) if backlog else ("live", page, *s.live_window(self.start_unix + now))
+        kept = self._pages.get(key[:2])
+        if kept is not None and kept[0] == key:
+            refs = kept[1]
         else:
-            memo = self._refs
-            refs = []
-            for i in s.live_page(page, self.start_unix + now):
-                ref = memo.get(i)
-                if ref is None:
-                    ref = memo[i] = DealRef(float(s.last_update(i)), s.asin(i))
-                refs.append(ref)
-        return self._charged(refs, DEAL_PAGE_COST, now)
+            if backlog:
+                refs = tuple(DealRef(float(s.backlog_last_update(j)), s.backlog_asin(j)) for j in s.backlog_page(page))
+            else:
+                live = self._live_refs
+                for i in range(len(live), key[2]):
+                    live.append(DealRef(float(s.last_update(i)), s.asin(i)))
+                refs = tuple([live[i] for i in s.window_page(page, key[2], key[3])])
+            self._pages[key[:2]] = (key, refs)
+        return self._charged(list(refs), DEAL_PAGE_COST, now)
 
     def products(self, asins: list[str], params: dict | None = None) -> Response:
         now = self.clock.now()
@@ -64,7 +71,16 @@ class SimulatedKeepa:
         self.calls["product"] += 1
         params = self.params if params is None else params
         offers_of = self.stream.offers_of
-        cost = sum(product_cost(params, offers_of(a)) for a in asins)
+        prices = self._prices.get(pkey := tuple(sorted(params.items())))
+        if prices is None:
+            prices = self._prices[pkey] = {}
+        cost = 0.0
+        for a in asins:
+            n = offers_of(a)
+            price = prices.get(n)
+            if price is None:
+                price = prices[n] = product_cost(params, n)
+            cost += price
         km = unix_to_keepa_minutes(self.start_unix + now)
         rows = [{"asin": a, "title": None, "lastUpdate": km, "price": -1} for a in asins]
         return self._charged(rows, cost, now)
