@@ -19,6 +19,7 @@ from ..config import Config, parse_config
 from ..keepa.meter import REPLAY_OFFERS, params_for_cost, product_cost
 from ..errors import KeepaOpsError
 from .evidence import Evidence, gather
+from .readings import observed_balance, waited_target
 
 
 def _median(s):
@@ -37,7 +38,7 @@ def rebuild_config(events, policy: str = "threshold") -> tuple[Config, list[str]
         rate = 5.0
         assumptions.append("the log shows no refill rate: the basic plan's 5 tokens/min is assumed.")
     cap = 60 * rate
-    bal = events["tokens_left"].where(events["tokens_left"].notna(), events["balance"]).dropna()
+    bal = observed_balance(events).dropna()
     start_tokens = float(min(cap, bal.iloc[0])) if len(bal) else cap
     t0 = events["time"].min()
     hours = max((events["time"].max() - t0).total_seconds() / 3600, 1e-9)
@@ -47,8 +48,7 @@ def rebuild_config(events, policy: str = "threshold") -> tuple[Config, list[str]
     for name in names:
         e = events[events["task"] == name]
         role = "backfiller" if ("backfill" in name or e["event"].isin(["checkpoint", "resume"]).any()) else "upserter"
-        target = e.loc[e["event"].isin(["wait", "heartbeat", "abort"]), "target"].dropna()
-        target = float(target.mode().iloc[0]) if len(target) else None
+        target = waited_target(e)
         spends = e[(e["event"] == "spend") & (e["consumed"] > 0)]
         batch_spends = spends[spends["consumed"] > 5] if (spends["consumed"] > 5).any() else spends
         cost = _median(batch_spends["consumed"])

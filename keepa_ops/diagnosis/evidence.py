@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .rate import refill_rate
+from .readings import waited_target
 from .runs import attribute, is_backfill
 from .runs import SILENT_MIN_S
 from .waits import wait_intervals
@@ -157,9 +158,8 @@ def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
         w = waits[waits["task"] == name]
         s = spends[spends["task"] == name]
         r = att.runs[(att.runs["task"] == name)]
-        targets = e.loc[e["event"].isin(["wait", "heartbeat", "abort"]), "target"].dropna()
         tasks[name] = {
-            "target": float(targets.mode().iloc[0]) if len(targets) else None,
+            "target": waited_target(e),
             "waits": int(len(w)),
             "max_wait_s": float(w["duration_s"].max()) if len(w) else 0.0,
             "grants": int((s["kind"] != "fetched").sum()) if len(s) else int((e["event"] == "grant").sum()),

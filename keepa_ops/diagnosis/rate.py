@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .readings import observed_balance
+
 MIN_SLOPE_GAP_S = 60.0
 MAX_SLOPE_GAP_S = 900.0
 NEAR_CAP = 0.97
@@ -80,7 +82,7 @@ def _from_wait_arithmetic(events: pd.DataFrame):
 def _from_slopes(events: pd.DataFrame):
     # the token manager's projections (a reserve it made, a request it blocked) are not balances
     own = events[~events["kind"].isin(PROJECTIONS)]
-    obs = own.assign(b=own["tokens_left"].where(own["tokens_left"].notna(), own["balance"]))
+    obs = own.assign(b=observed_balance(own))
     obs = obs.dropna(subset=["b", "time"]).sort_values("time", kind="stable")
     if len(obs) < 2:
         return None, ""

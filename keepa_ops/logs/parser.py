@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from . import scanner
 from .scanner import FIELDS, Template
 from .sources import list_sources
+from ..diagnosis.readings import observed_balance
 
 CHUNK = 16 << 20
 THREADS = 2
@@ -231,7 +232,7 @@ class ParsedLog:
     def timeline(self, freq: str = "1min") -> pd.DataFrame:
         """Observed balance (and Keepa's tokensLeft) over time, plus a time-interpolated series."""
         ev = self.events
-        obs = ev["tokens_left"].where(ev["tokens_left"].notna(), ev["balance"])
+        obs = observed_balance(ev)
         df = pd.DataFrame({"time": ev["time"], "observed": obs, "task": ev["task"], "event": ev["event"]})
         df = df.dropna(subset=["time", "observed"]).sort_values("time")
         if df.empty:

@@ -8,6 +8,8 @@ import sqlite3
 
 import pandas as pd
 
+from ..diagnosis.readings import usual_target
+
 OFFLINE_RENDERER = "plotly_mimetype+keepa_offline"
 
 
@@ -61,11 +63,7 @@ def balance_and_waits(parsed, targets: dict | None = None, title: str = "Token b
     fig.add_trace(go.Scattergl(x=obs["time"], y=obs["observed"], mode="markers", name="balance (logged)",
                                marker=dict(size=3, color="#444")), row=1, col=1)
     if targets is None:   # each task's most common target over its runs' waits
-        targets = {}
-        for t in tasks:
-            s = waits.loc[waits["task"] == t, "target"].dropna() if len(waits) else waits
-            if len(s):
-                targets[t] = float(s.mode().iloc[0])
+        targets = {t: usual_target(waits.loc[waits["task"] == t, "target"]) for t in tasks} if len(waits) else {}
     for i, t in enumerate(tasks):
         color = PALETTE[i % len(PALETTE)]
         if t in targets and targets[t] is not None:
