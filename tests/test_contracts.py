@@ -1,9 +1,12 @@
 """One contract, two implementations: the simulated Keepa and HTTP against the fake server answer
 alike on the same deal stream; the memory store and the SQLite store mean the same by "stored"."""
+import inspect
+
 import pytest
 
 from keepa_ops import load_config
-from keepa_ops.core.clock import VirtualClock
+from keepa_ops.core.clock import RealClock, VirtualClock
+from keepa_ops.core.interfaces import Clock, Store, Transport
 from keepa_ops.errors import NotEnoughTokens
 from keepa_ops.keepa.client import KeepaClient
 from keepa_ops.keepa.wire import DealRef
@@ -111,3 +114,29 @@ def test_both_stores_mean_the_same_by_stored(store):
     store.commit_new("up", [], [newer], newer, 3.0)
     assert store.has(newer) and not store.has(a1)
     assert store.counts() == {"live": {"deals": 2, "writes": 3}, "backfill": {"deals": 1, "writes": 1}}
+
+
+def _members(proto):
+    return [n for n, v in vars(proto).items() if callable(v) and not n.startswith("_")]
+
+
+def _params(fn):
+    return [(p.name, p.kind) for p in list(inspect.signature(fn).parameters.values())[1:]]
+
+
+@pytest.mark.parametrize("proto, impls", [
+    (Clock, [VirtualClock, RealClock]),
+    (Transport, [SimulatedKeepa, HttpTransport]),
+    (Store, [MemoryStore, DealStore]),
+], ids=["Clock", "Transport", "Store"])
+def test_every_implementation_takes_what_its_protocol_names(proto, impls):
+    """Each method the Protocol names exists, with the Protocol's parameters first (extra ones need defaults)."""
+    assert _members(proto), proto
+    for impl in impls:
+        for name in _members(proto):
+            assert hasattr(impl, name), f"{impl.__name__} has no {name}"
+            want, got = _params(getattr(proto, name)), _params(getattr(impl, name))
+            assert got[:len(want)] == want, f"{impl.__name__}.{name}{got} does not take {want}"
+            extra = list(inspect.signature(getattr(impl, name)).parameters.values())[1 + len(want):]
+            assert all(p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                       for p in extra), f"{impl.__name__}.{name} needs more than {proto.__name__} gives"

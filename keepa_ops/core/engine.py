@@ -22,6 +22,7 @@ from __future__ import annotations
 from ..keepa.bucket import EPS, INF, TokenBucket
 from ..errors import KeepaError, NotEnoughTokens
 from .events import EventLog
+from .interfaces import Clock, Store, Transport
 from .policies import Request, admission_target, make_policy
 from .tasks import make_task
 
@@ -62,7 +63,7 @@ class TaskState:
 class Engine:
     """Runs a config's tasks against a transport and a store, on a clock."""
 
-    def __init__(self, config, clock, transport, store, events: EventLog | None = None,
+    def __init__(self, config, clock: Clock, transport: Transport, store: Store, events: EventLog | None = None,
                  bucket: TokenBucket | None = None):
         self.config = config
         self.clock = clock
