@@ -13,8 +13,6 @@ Invariants:
 """
 from __future__ import annotations
 
-import bisect
-
 from typing import TYPE_CHECKING
 
 from ..keepa.wire import PAGE_SIZE, DealRef
@@ -39,12 +37,18 @@ class Upserter:
         page = 0
         while True:
             resp = yield from ctx.call(self, spec.page_cost, 0, ctx.transport.deal_page, page, False)
-            # "Newest first" pages are not strictly sorted in practice: sort, then cut at the
-            # watermark. lastUpdate has minute resolution, so a deal published later in the
-            # watermark's own minute can sort below it: re-check that minute against the store.
-            items = sorted(resp.items)
-            older = bisect.bisect_left(items, (wm.last_update,)) if wm is not None else 0
-            newer = [d for d in items[older:] if wm is None or d > wm or not ctx.store.has(d)]
+            # "Newest first" pages are not strictly sorted in practice: every deal on the page is
+            # compared with the watermark, none is assumed older for its place. lastUpdate has
+            # minute resolution, so a deal published later in the watermark's own minute can
+            # sort below it: that minute is re-checked against the store.
+            items = resp.items
+            if wm is None:
+                newer, older = items, False
+            else:
+                edge = (wm.last_update,)   # a DealRef >= edge iff its lastUpdate >= the watermark's
+                recent = [d for d in items if d >= edge]
+                older = len(recent) < len(items)
+                newer = [d for d in recent if d > wm or not ctx.store.has(d)]
             for d in newer:
                 if d.asin not in fresh or fresh[d.asin] < d:
                     fresh[d.asin] = d

@@ -60,6 +60,7 @@ class DealStream:
         self.offers = offers
         self._swapped = bytearray()          # memos of pure functions: deal number -> swapped,
         self._offers: dict[str, int] = {}    # ASIN -> offers
+        self._window = (math.inf, -math.inf, (0, 0))  # (since, until, live_window) for now in [since, until)
 
     @classmethod
     def from_workload(cls, workload, start_unix: float, seed: int = 7) -> "DealStream":
@@ -107,8 +108,15 @@ class DealStream:
         The list, and so every page of it, is a pure function of this pair: a caller may keep
         a page while the window it was cut from is unchanged.
         """
+        since, until, window = self._window
+        if since <= now < until:
+            return window
         n = self.published_count(now)
-        return n, max(self._first_in_window(n, now), n - MAX_RESULTS)
+        oldest = max(self._first_in_window(n, now), n - MAX_RESULTS)
+        # The window holds until the next deal is published or its oldest deal leaves the 12 hours.
+        until = min(self.published_at(n), self.published_at(oldest) + WINDOW_S if oldest < n else math.inf)
+        self._window = (now, until, (n, oldest))
+        return n, oldest
 
     def live_page(self, page: int, now: float) -> list[int]:
         """Deal numbers on live page ``page`` at unix time ``now``, in the order Keepa lists them."""
