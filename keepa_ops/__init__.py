@@ -39,6 +39,7 @@ _EXPORTS = {
     "Engine": "core.engine", "EventLog": "core.events",
     "SimResult": "simulation.simulate", "simulate": "simulation.simulate",
     "run_live": "live.runner",
+    "Gate": "gate", "Permit": "gate", "GateUnavailable": "gate",
     "ParsedLog": "logs.parser", "parse_logs": "logs.parser",
     "Diagnosis": "diagnosis", "diagnose": "diagnosis",
     "rebuild_config": "diagnosis.demand", "replay": "diagnosis.replay",

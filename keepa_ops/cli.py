@@ -62,7 +62,8 @@ def cmd_run(args) -> int:
     duration = parse_duration(args.duration, "--duration") if args.duration else None
     events = args.events or (str(args.db) + ".events.jsonl")
     result = run_live(args.config, args.db, keepa_url=args.keepa_url, duration=duration, speed=args.speed,
-                      events_path=events, progress=None if args.quiet else sys.stderr)
+                      events_path=events, progress=None if args.quiet else sys.stderr, bucket=args.bucket,
+                      tasks=args.task)
     s = result.summary()
     if args.json:
         print(json.dumps(s))
@@ -243,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--events", metavar="FILE", help="event log, JSON lines (default DB.events.jsonl)")
     r.add_argument("--json", action="store_true", help="print one JSON summary")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
+    r.add_argument("--bucket", metavar="URL", help="share the key's bucket and policy with other processes: "
+                   "sqlite:///path/bucket.db (one host) or redis://host:port/db (several); default: this process's own")
+    r.add_argument("--task", action="append", metavar="NAME", help="run only this task (repeatable); "
+                   "default: every task of the config")
     r.set_defaults(func=cmd_run)
 
     pa_ = sub.add_parser("parse", help="parse production logs into a table of token events")

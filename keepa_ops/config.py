@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -123,6 +123,15 @@ class Config:
 
     def to_dict(self) -> dict:
         return copy.deepcopy(self.raw)
+
+    def only_tasks(self, names) -> "Config":
+        """The same config running only the tasks ``names`` (the bucket, the policy and the other tasks'
+        specs are unchanged: a shared gate still knows them)."""
+        unknown = [n for n in names if n not in self.tasks]
+        if unknown:
+            raise ConfigError("--task", f"{', '.join(map(repr, unknown))} is not a task of this config.",
+                              f"use one of {', '.join(self.tasks)}")
+        return replace(self, tasks={n: t for n, t in self.tasks.items() if n in names})
 
     def with_overrides(self, overrides: dict) -> "Config":
         """A new validated Config with dotted keys replaced, e.g. ``tasks.x.batch_size``."""

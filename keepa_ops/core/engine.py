@@ -23,7 +23,7 @@ from ..keepa.bucket import EPS, INF, TokenBucket
 from ..errors import KeepaError, NotEnoughTokens
 from .events import EventLog
 from .interfaces import Clock, Store, Transport
-from .policies import Request, admission_target, make_policy
+from .policies import Policy, Request, admission_target, make_policy
 from .tasks import make_task
 
 FAULT_BACKOFF = 60.0   # seconds before a run that failed on a Keepa error is retried
@@ -33,7 +33,7 @@ HEARTBEAT = 900.0      # a waiting task says so this often: silence then means a
 class TaskState:
     """A task's current run and its running totals."""
 
-    __slots__ = ("task", "spec", "name", "gen", "req", "run_started", "run_items", "next_start",
+    __slots__ = ("task", "spec", "name", "gen", "req", "lease", "run_started", "run_items", "next_start",
                  "done", "grants", "items", "spent", "first_grant", "max_wait", "work_since",
                  "max_no_progress", "runs", "aborts", "refused", "faults")
 
@@ -43,6 +43,7 @@ class TaskState:
         self.name = task.name
         self.gen = None
         self.req = None
+        self.lease = None  # the shared gate's lease of the call in flight, if the policy is shared
         self.run_started = 0.0
         self.run_items = 0
         self.next_start = 0.0
@@ -64,14 +65,14 @@ class Engine:
     """Runs a config's tasks against a transport and a store, on a clock."""
 
     def __init__(self, config, clock: Clock, transport: Transport, store: Store, events: EventLog | None = None,
-                 bucket: TokenBucket | None = None):
+                 bucket: TokenBucket | None = None, policy: Policy | None = None):
         self.config = config
         self.clock = clock
         self.t0 = clock.now()
         self.bucket = bucket or TokenBucket(config.refill_per_minute, config.start_tokens,
                                             capacity=config.capacity, stepped=config.stepped,
                                             now=self.t0)
-        self.policy = make_policy(config.policy, config.starvation_bound)
+        self.policy = policy or make_policy(config.policy, config.starvation_bound)
         self.transport = transport
         self.store = store
         self.events = events if events is not None else EventLog(config.start)
@@ -194,6 +195,7 @@ class Engine:
         self._note_promotion(req, now)  # promoted and granted at once: still a promotion
         self._promoted.discard(req.seq)
         st.req = None
+        st.lease = req.lease
         wait = now - req.since
         st.grants += 1
         if wait > st.max_wait:
@@ -212,6 +214,9 @@ class Engine:
         now = self.clock.now()
         st.gen = None
         st.req = None
+        if st.lease is not None:  # the run failed between its grant and Keepa's answer
+            self.policy.release(st.lease)
+            st.lease = None
         if not aborted and not backoff and st.work_since is not None:
             st.max_no_progress = max(st.max_no_progress, now - st.work_since)
             st.work_since = None
@@ -232,6 +237,7 @@ class Engine:
 
     def _close(self, end: float) -> None:
         self.ended_at = end
+        self.policy.close()
         if self.policy.waiting:  # the log's last word on each wait: still waiting at the end
             self._heartbeat(end)
         for st in self.states:
@@ -270,6 +276,8 @@ class Engine:
         if env is not None:  # a refusal means the server's balance is <= 0, whatever it reports
             self.bucket.sync(min(env.tokens_left, 0.0), now, env.refill_rate, env.refill_in_ms,
                              env.token_flow_reduction)
+        self.policy.settle(st.lease, env, 0.0, self.bucket, now)
+        st.lease = None
         self.events.emit(now - self.t0, "429", st.name, self.bucket.balance(now), cost=0,
                          detail={"refill_in_ms": env.refill_in_ms} if env is not None else None)
 
@@ -294,6 +302,8 @@ class Engine:
         self.bucket.spend(estimate, now)
         if resp.envelope is not None:
             self.sync(resp.envelope, st.name)
+        self.policy.settle(st.lease, resp.envelope, resp.consumed, self.bucket, now)
+        st.lease = None
         if resp.consumed:
             self.events.emit(now - self.t0, "spend", st.name, self.bucket.balance(now),
                              cost=resp.consumed, items=items)

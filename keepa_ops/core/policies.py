@@ -44,7 +44,7 @@ class Request:
     """One task asking for ``cost`` tokens, to be admitted at balance >= ``target``."""
 
     __slots__ = ("task", "cost", "target", "items", "since", "seq", "priority", "weight",
-                 "promote_at", "tag")
+                 "promote_at", "tag", "wid", "lease")
 
     def __init__(self, task, cost, target, items, since, seq, priority=1, weight=1.0):
         self.task = task
@@ -57,6 +57,8 @@ class Request:
         self.weight = weight
         self.promote_at = INF
         self.tag = 0.0
+        self.wid = None    # a shared gate's handles: its waiter id, then the lease it granted
+        self.lease = None
 
     def __repr__(self):
         return f"Request({self.task!r}, cost={self.cost:g}, target={self.target:g}, since={self.since:g})"
@@ -90,6 +92,17 @@ class Policy:
     def next_time(self, now: float, bucket: TokenBucket) -> float:
         head = self.head(now)
         return INF if head is None else bucket.time_until(head.target, now)
+
+    # A policy that shares its bucket with other processes hears of every call's outcome;
+    # an in-process policy has nothing to do: the engine's own bucket is the whole truth.
+    def settle(self, lease, envelope, consumed: float, bucket: TokenBucket, now: float) -> None:
+        """Keepa answered a call made under ``lease`` (None: a call that needed no admission)."""
+
+    def release(self, lease) -> None:
+        """A call under ``lease`` ended with no answer from Keepa."""
+
+    def close(self) -> None:
+        """The engine stops: give up what is still waiting."""
 
 
 class ThresholdPolicy(Policy):

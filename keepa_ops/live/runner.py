@@ -24,6 +24,8 @@ from ..config import load_config
 from ..core.engine import Engine
 from ..errors import KeepaOpsError, NotEnoughTokens
 from ..core.events import EventLog
+from ..gate.admission import SharedAdmission
+from ..gate.gate import Gate
 from .fake_server import FakeKeepa
 from .store import DealStore
 from .transport import HttpTransport
@@ -87,9 +89,14 @@ class _Sink:
 
 def run_live(config, db, *, keepa_url: str | None = None, duration: float | None = None,
              speed: float = 1.0, events_path=None, progress=sys.stderr, install_signals: bool = True,
-             fake: FakeKeepa | None = None) -> LiveResult:
-    """Run ``config`` live until ``duration`` Keepa-seconds pass or a signal arrives."""
-    cfg = load_config(config)
+             fake: FakeKeepa | None = None, bucket: str | None = None, tasks=None) -> LiveResult:
+    """Run ``config`` live until ``duration`` Keepa-seconds pass or a signal arrives.
+
+    ``bucket`` (a URL: ``sqlite:///path`` or ``redis://host:port/db``) shares the key's bucket
+    and policy with every other process on it; ``tasks`` runs only those tasks of the config.
+    """
+    full = load_config(config)
+    cfg = full.only_tasks(tasks) if tasks else full
     key = ApiKey.from_env(cfg.keepa.key_file)
     url = keepa_url or cfg.keepa.url
     embedded = False
@@ -107,6 +114,14 @@ def run_live(config, db, *, keepa_url: str | None = None, duration: float | None
 
     clock = RealClock(speed)
     store = DealStore(db)
+    try:
+        store.claim(cfg.tasks)
+        gate = Gate.from_url(bucket, full, scale=speed) if bucket else None
+    except BaseException:
+        store.close()
+        if embedded:
+            fake.shutdown()
+        raise
     client = KeepaClient(key, url, timeout=cfg.keepa.timeout, retries=cfg.keepa.retries,
                          backoff=cfg.keepa.backoff, sleep=clock.pause)
     transport = HttpTransport(client, cfg.keepa, speed)
@@ -114,7 +129,7 @@ def run_live(config, db, *, keepa_url: str | None = None, duration: float | None
     events_path = Path(events_path) if events_path else None
     fh = open(events_path, "a") if events_path else None
     log = EventLog(datetime.now(timezone.utc))
-    engine = Engine(cfg, clock, transport, store, log)
+    engine = Engine(cfg, clock, transport, store, log, policy=SharedAdmission(gate) if gate else None)
     log.on_event = _Sink(log, fh, store, _Progress(engine, progress))
     client.on_fault = engine.fault
 
@@ -135,11 +150,14 @@ def run_live(config, db, *, keepa_url: str | None = None, duration: float | None
             env = e.envelope
         transport._saw(env)
         engine.sync(env, always=True)
+        engine.policy.settle(None, env, 0.0, engine.bucket, clock.now())
         engine.run(until=duration if duration is not None else math.inf)
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
         client.close()
+        if gate is not None:
+            gate.close()
         if fh is not None:
             fh.close()
         stored = store.counts()

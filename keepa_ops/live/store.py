@@ -9,10 +9,14 @@ Invariants:
 """
 from __future__ import annotations
 
+import fcntl
+import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
 
+from ..errors import KeepaOpsError
 from ..keepa.wire import DealRef
 
 SCHEMA = """
@@ -46,6 +50,10 @@ ON CONFLICT(asin) DO UPDATE SET
 """
 
 
+class TaskTaken(KeepaOpsError):
+    """A second runner of the same task on one deals store: both would fetch, pay for and write every deal."""
+
+
 class DealStore:
     def __init__(self, path, now_fn=time.time):
         self.path = Path(path)
@@ -57,9 +65,36 @@ class DealStore:
         self.conn.executescript(SCHEMA)
         self.now_fn = now_fn
         self._open_runs: dict[str, int] = {}
+        self._claims: dict = {}
 
     def close(self):
+        for fh in self._claims.values():
+            fh.close()
+        self._claims.clear()
         self.conn.close()
+
+    def claim(self, tasks) -> None:
+        """Be the only runner of ``tasks`` on this store, or raise ``TaskTaken`` naming the other one.
+
+        A claim is an OS lock on ``<db>.<task>.lock``: it ends with this process however the
+        process ends (a kill -9 included), so a crashed runner never blocks its restart.
+        """
+        for task in tasks:
+            path = self.path.with_name(f"{self.path.name}.{task}.lock")
+            fh = open(path, "a+")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                fh.close()
+                raise TaskTaken(f"{self.path}: task {task!r} already has a runner ({holder}). Fix: stop it, "
+                                f"or run the other tasks with --task, or use another --db") from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            fh.flush()
+            self._claims[task] = fh
 
     # -- reads ------------------------------------------------------------------------
     def watermark(self, task: str) -> DealRef | None:
