@@ -14,25 +14,43 @@ and waiters that expire by themselves).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from ..core.policies import Policy
-from .gate import Gate
+from .backends import GateUnavailable
+from .gate import MIN_POLL_S, Gate
 
 
 class SharedAdmission(Policy):
-    def __init__(self, gate: Gate):
+    OUTAGE_RETRY_S = 1.0  # real seconds between tries while the backend is unreachable
+
+    def __init__(self, gate: Gate, on_fault=None):
         super().__init__()
         self.gate = gate
         self.name = gate.policy
         self.bound = gate.config.starvation_bound
+        self.on_fault = on_fault    # on_fault(kind, message, attempt): the engine logs it as a fault event
         self._poll_at = -math.inf  # engine time of the next poll of the gate
+        self._outage = 0           # failed backend calls in a row (0: the backend answers)
         self.polls = 0
+
+    def _call(self, name, *args):
+        """One gate operation; None if the backend is unreachable (nothing is admitted until it is back)."""
+        try:
+            out = getattr(self.gate, name)(*args)
+        except GateUnavailable as e:
+            self._outage += 1
+            if self.on_fault is not None:
+                self.on_fault("gate", str(e), self._outage)
+            return None
+        if self._outage:
+            self._outage = 0
+        return out
 
     def add(self, req, bucket):
         if self.name == "priority":  # when the gate will promote it (the engine logs a promotion then)
             req.promote_at = req.since + max(0.0, self.bound - req.target * 60.0 / bucket.rate)
-        req.wid = self.gate.enqueue(req.task, req.cost)
-        req.lease = None
+        req.wid = self._call("enqueue", req.task, req.cost)
         self.waiting.append(req)
         self._poll_at = -math.inf
 
@@ -41,17 +59,26 @@ class SharedAdmission(Policy):
             return None
         wake = math.inf
         for r in list(self.waiting):
-            kind, x, bal = self.gate.poll(r.wid)
+            if r.wid is None:  # not queued yet: the backend was unreachable when it asked
+                r.wid = self._call("enqueue", r.task, r.cost)
+                if r.wid is None:
+                    self._poll_at = now + self.OUTAGE_RETRY_S * self.gate.scale
+                    return None
+            answer = self._call("poll", r.wid)
+            if answer is None:
+                self._poll_at = now + self.OUTAGE_RETRY_S * self.gate.scale
+                return None
+            kind, x, bal = answer
             self.polls += 1
             bucket.sync(bal, now)
             if kind == "granted":
                 r.lease = x
                 return r
             if kind == "gone":  # timed out of the queue (a stalled process, a restarted Redis): join again
-                r.wid = self.gate.enqueue(r.task, r.cost)
+                r.wid = None
                 wake = now
             else:
-                wake = min(wake, now + x)
+                wake = min(wake, now + max(x, MIN_POLL_S * self.gate.scale))
         self._poll_at = min(wake, now + self.gate.poll_s * self.gate.scale)
         return None
 
@@ -61,17 +88,18 @@ class SharedAdmission(Policy):
     def settle(self, lease, envelope, consumed, bucket, now) -> None:
         if envelope is None:
             return
-        bal = self.gate.settle(lease, _with_consumed(envelope, consumed))
-        bucket.sync(bal, now)
+        bal = self._call("settle", lease, _with_consumed(envelope, consumed))
+        if bal is not None:
+            bucket.sync(bal, now)
 
     def release(self, lease) -> None:
-        self.gate.release(lease)
+        self._call("release", lease)
 
     def close(self) -> None:
         for r in self.waiting:
-            self.gate.withdraw(r.wid)
+            if r.wid is not None:
+                self._call("withdraw", r.wid)
 
 
 def _with_consumed(envelope, consumed):
-    from dataclasses import replace
     return replace(envelope, consumed=float(consumed))

@@ -36,6 +36,8 @@ from .backends import US, GateUnavailable, MemoryBackend, RedisBackend, SQLiteBa
 
 WAITER_TTL_S = 6.0   # real seconds: a waiter that has not polled for this long leaves the queue
 LEASE_SLACK_S = 1.0  # real seconds a lease outlives the client's own timeouts
+MIN_POLL_S = 0.02    # real seconds between two polls of one waiter, at least: while another waiter is the
+                     # admissible head, "now" is the answer, and polling at once would only contend for it
 
 
 def _mt(tokens: float) -> int:
@@ -216,7 +218,7 @@ class Gate:
                 if kind == "gone":
                     wid = self.enqueue(task, cost)
                     continue
-                delay = min(self.poll_s, x / self.scale)
+                delay = min(self.poll_s, max(MIN_POLL_S, x / self.scale))
                 if timeout is not None:
                     left = timeout - (time.monotonic() - t0)
                     if left <= 0:

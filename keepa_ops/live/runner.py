@@ -117,6 +117,8 @@ def run_live(config, db, *, keepa_url: str | None = None, duration: float | None
     try:
         store.claim(cfg.tasks)
         gate = Gate.from_url(bucket, full, scale=speed) if bucket else None
+        if gate is not None:
+            gate.state()  # unreachable at the start: one clear line, before anything is fetched
     except BaseException:
         store.close()
         if embedded:
@@ -130,6 +132,8 @@ def run_live(config, db, *, keepa_url: str | None = None, duration: float | None
     fh = open(events_path, "a") if events_path else None
     log = EventLog(datetime.now(timezone.utc))
     engine = Engine(cfg, clock, transport, store, log, policy=SharedAdmission(gate) if gate else None)
+    if gate is not None:
+        engine.policy.on_fault = engine.fault
     log.on_event = _Sink(log, fh, store, _Progress(engine, progress))
     client.on_fault = engine.fault
 
