@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/keepa-ops pipeline --config data/seed_incident.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(NBVAL) tests notebooks
+	$(BIN)/python -m pytest -q $(NBVAL) $(PYTEST_ARGS) tests notebooks
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

@@ -241,3 +241,22 @@ def test_a_second_runner_of_a_task_on_one_store_is_refused(tmp_path, config_file
     finally:
         first.send_signal(signal.SIGTERM)
         finish([first])
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--bucket", "redis://127.0.0.1:{port}/0"], ["Redis is unreachable", "Fix:"]),
+    (["--bucket", "mysql://x/y"], ["--bucket:", "Fix:"]),
+    (["--task", "nope"], ["--task:", "'nope'", "Fix:"]),
+])
+def test_a_bad_bucket_or_task_is_one_line_and_touches_nothing(tmp_path, config_file, args, words):
+    from tests.redis_server import free_port
+    db = tmp_path / "d.sqlite"
+    args = [a.format(port=free_port()) for a in args]
+    p = subprocess.run([sys.executable, "-m", "keepa_ops.cli", "run", "--config", str(config_file), "--db", str(db),
+                        "--duration", "1m", "--quiet", *args], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                       capture_output=True, text=True, timeout=60)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+    assert "Traceback" not in p.stderr
+    assert not db.exists()

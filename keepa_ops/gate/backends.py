@@ -36,6 +36,9 @@ class _Ops:
     def poll(self, init, wid, lease_us):
         return self._apply(init, ledger.poll, wid, lease_us)
 
+    def ask(self, init, task, cost_mt, target_mt, priority, weight, lease_us):
+        return self._apply(init, ledger.ask, task, cost_mt, target_mt, priority, weight, lease_us)
+
     def settle(self, init, lid, tokens_left_mt, consumed_mt, timestamp_ms, rate_mt):
         return self._apply(init, ledger.settle, lid, tokens_left_mt, consumed_mt, timestamp_ms, rate_mt)
 
@@ -145,21 +148,27 @@ class RedisBackend(_Ops):
 
     def _call(self, init, op, *args):
         try:
-            kind, a, bal, _fresh = self._script(keys=[self.key], args=[op, json.dumps(init), *args])
+            kind, a, bal, _fresh, wid = self._script(keys=[self.key], args=[op, "", *args])
+            if kind == b"missing":  # a new, flushed or restarted Redis: send the state to start from
+                kind, a, bal, _fresh, wid = self._script(keys=[self.key], args=[op, json.dumps(init), *args])
         except self._redis_errors as e:
             raise GateUnavailable(f"{_redacted(self.url)}: Redis is unreachable ({type(e).__name__}). Nothing is "
                                   "admitted while it is. Fix: start Redis, or set ?fallback=local&processes=N "
                                   "to share the refill locally") from None
         except self._response_error as e:
             raise GateUnavailable(f"{_redacted(self.url)}: Redis refused the gate's script ({e}).") from None
-        return kind.decode(), a.decode(), int(float(bal))
+        return kind.decode(), a.decode(), int(float(bal)), wid.decode()
 
     def enqueue(self, init, task, cost_mt, target_mt, priority, weight):
         return self._call(init, "enqueue", task, cost_mt, target_mt, priority, weight)[1]
 
     def poll(self, init, wid, lease_us):
-        kind, a, bal = self._call(init, "poll", wid, lease_us)
+        kind, a, bal, _ = self._call(init, "poll", wid, lease_us)
         return (kind, a if kind == "granted" else int(float(a)), bal)
+
+    def ask(self, init, task, cost_mt, target_mt, priority, weight, lease_us):
+        kind, a, bal, wid = self._call(init, "ask", task, cost_mt, target_mt, priority, weight, lease_us)
+        return (kind, a if kind == "granted" else int(float(a)), bal, wid)
 
     def settle(self, init, lid, tokens_left_mt, consumed_mt, timestamp_ms, rate_mt):
         return self._call(init, "settle", lid or "", tokens_left_mt, consumed_mt, timestamp_ms, rate_mt)[2]
@@ -171,7 +180,7 @@ class RedisBackend(_Ops):
         self._call(init, "withdraw", wid)
 
     def state(self, init) -> dict:
-        kind, counts, bal = self._call(init, "state")
+        kind, counts, bal, _ = self._call(init, "state")
         n = int(float(counts))
         return {"bal": bal, "waiters": n // 1_000_000, "leases": n % 1_000_000}
 

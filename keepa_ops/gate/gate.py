@@ -178,6 +178,15 @@ class Gate:
         return self._op("enqueue", task, _mt(cost), _mt(self.target(task, cost)),
                         spec.priority if spec else 1, spec.weight if spec else 1.0)
 
+    def ask(self, task: str, cost: float) -> tuple[str, str | float, float, str]:
+        """``enqueue`` and ``poll`` in one backend step: ``poll``'s answer and the waiter's id."""
+        spec = self.config.tasks.get(task)
+        kind, x, bal, wid = self._op("ask", task, _mt(cost), _mt(self.target(task, cost)),
+                                     spec.priority if spec else 1, spec.weight if spec else 1.0, self.lease_us)
+        if kind == "wait":
+            x = x / US if x >= 0 else math.inf
+        return kind, x, self._remember(bal), wid
+
     def poll(self, wid: str) -> tuple[str, str | float, float]:
         """``("granted", lease, balance)``, ``("wait", seconds, balance)`` (seconds of Keepa time; inf: no
         estimate) or ``("gone", 0, balance)`` (the waiter timed out of the queue: enqueue again)."""
@@ -209,14 +218,13 @@ class Gate:
     def _admission(self, task: str, cost: float, timeout: float | None):
         """Yields how long to sleep (real seconds) until admitted; returns the Permit. Withdraws on any exit."""
         t0 = time.monotonic()
-        wid = self.enqueue(task, cost)
+        kind, x, _, wid = self.ask(task, cost)
         try:
             while True:
-                kind, x, _ = self.poll(wid)
                 if kind == "granted":
                     return Permit(self, task, cost, x, time.monotonic() - t0)
                 if kind == "gone":
-                    wid = self.enqueue(task, cost)
+                    kind, x, _, wid = self.ask(task, cost)
                     continue
                 delay = min(self.poll_s, max(MIN_POLL_S, x / self.scale))
                 if timeout is not None:
@@ -225,6 +233,7 @@ class Gate:
                         raise TimeoutError(f"{task}: not admitted within {timeout:g} s")
                     delay = min(delay, left)
                 yield max(delay, 0.0005)
+                kind, x, _ = self.poll(wid)
         except BaseException:
             self.withdraw(wid)
             raise

@@ -1,6 +1,7 @@
 -- The shared bucket's rules for Redis: a line-by-line mirror of ledger.py, run as one script.
 -- KEYS[1] holds the state (MessagePack, so integers stay exact). ARGV[1] is the operation,
--- ARGV[2] the state to create if the key is missing (JSON, from ledger.new_state), the rest its arguments.
+-- ARGV[2] the state to create if the key is missing (JSON, from ledger.new_state; "" to be told
+-- "missing" instead, so the state goes over the wire only after a flush or restart), the rest its arguments.
 -- Time is Redis TIME only: client clocks never enter.
 local MINUTE_US = 60000000
 
@@ -89,6 +90,8 @@ local s
 local fresh = 0
 if raw then
   s = cmsgpack.unpack(raw)
+elseif ARGV[2] == "" then  -- the caller sends the state to start from only when asked for it
+  return {"missing", "", "", "1", ""}
 else  -- a new (or flushed, or restarted) Redis: the state the caller would start from
   s = cjson.decode(ARGV[2])
   s.waiters, s.leases, s.tags = {}, {}, {}
@@ -100,8 +103,7 @@ local now = now_us(s)
 local op = ARGV[1]
 local out
 
-if op == "enqueue" then
-  local task, cost, target, prio, weight = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local function enqueue(task, cost, target, prio, weight)
   refill(s, now); expire(s, now)
   s.seq = s.seq + 1
   local wid = tostring(s.seq)
@@ -112,27 +114,35 @@ if op == "enqueue" then
     s.tags[task] = tag
   end
   s.waiters[wid] = {task, cost, math.max(1, target), now, prio, weight, promote_at, tag, now + s.wttl, s.seq}
-  out = {"queued", wid, s.bal}
-elseif op == "poll" then
-  local wid, lease_us = ARGV[3], tonumber(ARGV[4])
+  return wid
+end
+
+local function poll(wid, lease_us)
   refill(s, now); expire(s, now)
   local w = s.waiters[wid]
-  if w == nil then
-    out = {"gone", 0, s.bal}
-  else
-    w[9] = now + s.wttl
-    if head(s, now) == wid and s.bal >= w[3] then
-      s.waiters[wid] = nil
-      s.bal = s.bal - w[2]
-      if s.policy == "fair" then s.virt = w[8] end
-      s.seq = s.seq + 1
-      local lid = tostring(s.seq)
-      s.leases[lid] = {w[1], w[2], now + lease_us}
-      out = {"granted", lid, s.bal}
-    else
-      out = {"wait", next_change(s, now), s.bal}
-    end
+  if w == nil then return {"gone", 0, s.bal} end
+  w[9] = now + s.wttl
+  if head(s, now) == wid and s.bal >= w[3] then
+    s.waiters[wid] = nil
+    s.bal = s.bal - w[2]
+    if s.policy == "fair" then s.virt = w[8] end
+    s.seq = s.seq + 1
+    local lid = tostring(s.seq)
+    s.leases[lid] = {w[1], w[2], now + lease_us}
+    return {"granted", lid, s.bal}
   end
+  return {"wait", next_change(s, now), s.bal}
+end
+
+if op == "enqueue" then
+  local wid = enqueue(ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
+  out = {"queued", wid, s.bal}
+elseif op == "poll" then
+  out = poll(ARGV[3], tonumber(ARGV[4]))
+elseif op == "ask" then
+  local wid = enqueue(ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
+  out = poll(wid, tonumber(ARGV[8]))
+  out[4] = wid
 elseif op == "settle" then
   local lid, left, consumed, ts, rate = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
   refill(s, now); expire(s, now)
@@ -167,4 +177,4 @@ end
 
 redis.call("SET", KEYS[1], cmsgpack.pack(s))
 -- replies are strings: Lua numbers would be truncated to integers anyway, and the balance may be large
-return {out[1], tostring(out[2]), tostring(out[3]), tostring(fresh)}
+return {out[1], tostring(out[2]), tostring(out[3]), tostring(fresh), tostring(out[4] or "")}

@@ -158,6 +158,17 @@ def poll(s: dict, now: int, wid: str, lease_us: int) -> tuple:
     return ("wait", next_change(s, now), s["bal"])
 
 
+def ask(s: dict, now: int, task: str, cost_mt: int, target_mt: int, priority: int, weight: float,
+        lease_us: int) -> tuple:
+    """``enqueue`` then ``poll`` in one step: an admission that need not wait costs one round trip.
+
+    Returns ``poll``'s answer, with the new waiter's id in place of the wake time when it waits.
+    """
+    wid = enqueue(s, now, task, cost_mt, target_mt, priority, weight)
+    kind, x, bal = poll(s, now, wid, lease_us)
+    return (kind, x, bal, wid)
+
+
 def settle(s: dict, now: int, lid: str | None, tokens_left_mt: int, consumed_mt: int, timestamp_ms: int,
            rate_mt: int) -> int:
     """Apply one Keepa envelope (a 429's included); ``lid`` is the call's lease, if it had one."""

@@ -113,14 +113,17 @@ def run_live(config, db, *, keepa_url: str | None = None, duration: float | None
         url = DEFAULT_URL
 
     clock = RealClock(speed)
-    store = DealStore(db)
+    gate = store = None
     try:
+        if bucket:  # an unreachable or wrong bucket is one clear line, before the store is touched
+            gate = Gate.from_url(bucket, full, scale=speed)
+            gate.state()
+        store = DealStore(db)
         store.claim(cfg.tasks)
-        gate = Gate.from_url(bucket, full, scale=speed) if bucket else None
-        if gate is not None:
-            gate.state()  # unreachable at the start: one clear line, before anything is fetched
     except BaseException:
-        store.close()
+        for opened in (store, gate):
+            if opened is not None:
+                opened.close()
         if embedded:
             fake.shutdown()
         raise
