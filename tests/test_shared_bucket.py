@@ -93,10 +93,15 @@ def finish(procs, timeout=120):
     return out
 
 
-def run_four(tmp_path, cfg, fake, bucket, skews=(None,) * PROCESSES):
-    procs = [spawn(cfg, tmp_path / f"d{i}.sqlite", fake, bucket, skew=skews[i]) for i in range(PROCESSES)]
-    results = finish(procs)
-    return results, fake.report()
+def run_four(folder, cfg, bucket, skews=(None,) * PROCESSES):
+    """Four runners of both tasks, each with its own deals store, on one key of a fresh fake Keepa."""
+    fake = FakeKeepa.from_config(load_config(CFG), SPEED, keys=[SECRET])
+    fake.serve()
+    try:
+        results = finish([spawn(cfg, folder / f"d{i}.sqlite", fake, bucket, skew=skews[i]) for i in range(PROCESSES)])
+        return _claims(results, fake.report(), max(r["keepa_seconds"] for r in results))
+    finally:
+        fake.shutdown()
 
 
 def _claims(results, report, seconds):
@@ -123,34 +128,21 @@ def assert_shared_bucket_holds(claims):
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_four_processes_share_one_bucket_and_the_control_shows_the_problem(kind, tmp_path, config_file, request):
     bucket = f"sqlite:///{tmp_path}/bucket.db" if kind == "sqlite" else request.getfixturevalue("redis_server").url
-    f = FakeKeepa.from_config(load_config(CFG), SPEED, keys=[SECRET])
-    f.serve()
-    try:
-        results, report = run_four(tmp_path, config_file, f, bucket)
-        shared = _claims(results, report, max(r["keepa_seconds"] for r in results))
-    finally:
-        f.shutdown()
+    shared = run_four(tmp_path, config_file, bucket)
     assert_shared_bucket_holds(shared)
-
     control_dir = tmp_path / "control"
     control_dir.mkdir()
-    f = FakeKeepa.from_config(load_config(CFG), SPEED, keys=[SECRET])
-    f.serve()
-    try:
-        results, report = run_four(control_dir, config_file, f, None)
-        control = _claims(results, report, max(r["keepa_seconds"] for r in results))
-    finally:
-        f.shutdown()
+    control = run_four(control_dir, config_file, None)
     print(f"\nshared {kind}: {shared}\ncontrol: {control}")
     # each process believes it owns the bucket: they overdraw it, and Keepa refuses call after call
     assert control["refused"] > 5 * PROCESSES, control
     assert control["refused"] > 5 * max(1, shared["refused"]), (control, shared)
 
 
-def test_skewed_client_clocks_change_nothing(tmp_path, config_file, fake):
-    bucket = f"sqlite:///{tmp_path}/bucket.db"
-    results, report = run_four(tmp_path, config_file, fake, bucket, skews=(30.0, -30.0, 0.0, 30.0))
-    claims = _claims(results, report, max(r["keepa_seconds"] for r in results))
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_skewed_client_clocks_change_nothing(kind, tmp_path, config_file, request):
+    bucket = f"sqlite:///{tmp_path}/bucket.db" if kind == "sqlite" else request.getfixturevalue("redis_server").url
+    claims = run_four(tmp_path, config_file, bucket, skews=(30.0, -30.0, 0.0, 30.0))
     print(f"\nskewed +-30 s: {claims}")
     assert_shared_bucket_holds(claims)
 
