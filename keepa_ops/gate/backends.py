@@ -10,6 +10,7 @@ process; SQLite's ``julianday('now')``; Redis ``TIME``), never a client's wall c
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -141,10 +142,32 @@ class RedisBackend(_Ops):
             raise GateUnavailable("redis:// buckets need redis-py. Fix: pip install 'keepa-ops[redis]'") from None
         self._redis_errors = (redis.ConnectionError, redis.TimeoutError)
         self._response_error = redis.ResponseError
+        self._no_script = redis.exceptions.NoScriptError
         self.url = url
         self.key = f"keepa_ops:gate:{name}"
         self.client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0)
-        self._script = self.client.register_script(resources.files(__package__).joinpath("ledger.lua").read_text())
+        self._source = resources.files(__package__).joinpath("ledger.lua").read_text()
+        self._sha = hashlib.sha1(self._source.encode()).hexdigest()
+        # One connection of our own, commands sent and read directly: half the client's cost of a
+        # script call through the pool. It reconnects on the next call after a failure.
+        self._conn = self.client.connection_pool.make_connection()
+        self._lock = threading.Lock()
+
+    def _script(self, keys, args):
+        conn = self._conn
+        with self._lock:
+            try:
+                try:
+                    conn.send_command("EVALSHA", self._sha, len(keys), *keys, *args)
+                    return conn.read_response()
+                except self._no_script:  # a new or restarted Redis: load the ledger, then ask again
+                    conn.send_command("SCRIPT", "LOAD", self._source)
+                    conn.read_response()
+                    conn.send_command("EVALSHA", self._sha, len(keys), *keys, *args)
+                    return conn.read_response()
+            except self._redis_errors:
+                conn.disconnect()
+                raise
 
     def _call(self, init, op, *args):
         try:
@@ -185,6 +208,7 @@ class RedisBackend(_Ops):
         return {"bal": bal, "waiters": n // 1_000_000, "leases": n % 1_000_000}
 
     def close(self):
+        self._conn.disconnect()
         self.client.close()
 
 
