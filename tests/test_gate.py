@@ -203,3 +203,34 @@ def test_the_readme_example_runs_as_it_stands(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), out)
     assert out["permit"].settled and out["balance"] == out["envelope"].tokens_left
     assert (tmp_path / "runs" / "bucket.db").exists()
+
+
+def test_a_stepped_bucket_refills_once_a_minute_where_refillin_says(backend_url):
+    """refill: stepped. With scale 600 a Keepa minute is 0.1 s; the envelope puts the next step 30 Keepa-s out."""
+    config = parse_config({**cfg("greedy", rate=5, start=0).raw, "refill": "stepped"})
+    gate = Gate.from_url(backend_url, config, scale=600.0)
+    e = Envelope(tokens_left=7, refill_in_ms=30_000 / 600, refill_rate=5, consumed=0, timestamp_ms=1)
+    assert gate.settle(None, e) == 7
+    time.sleep(0.02)                   # 12 Keepa-seconds: before the step
+    assert gate.state()["bal"] == 7000
+    time.sleep(0.2)                    # past the steps at +30 s and +90 s, before the one at +150 s
+    assert gate.state()["bal"] == 7000 + 2 * 5000
+
+
+def test_a_restored_redis_comes_back_with_its_leases_expired(tmp_path):
+    from tests.redis_server import RedisServer
+    server = RedisServer(tmp_path, persist=True)
+    try:
+        config = cfg("greedy", start=200, timeout=0.1, retries=0)
+        gate = Gate.from_url(server.url, config)
+        gate.acquire("bf", 50)  # held by a process that then dies with the server
+        assert gate.state()["leases"] == 1
+        server.stop()   # killed: what the append-only file holds is what comes back
+        time.sleep(1.3)
+        server.start()
+        again = Gate.from_url(server.url, config)
+        left = again.state()
+        assert left["leases"] == 0
+        assert left["bal"] == pytest.approx(150_000, abs=100)  # the state came back (not a fresh bucket)
+    finally:
+        server.stop()

@@ -40,8 +40,9 @@ class _Ops:
     def ask(self, init, task, cost_mt, target_mt, priority, weight, lease_us):
         return self._apply(init, ledger.ask, task, cost_mt, target_mt, priority, weight, lease_us)
 
-    def settle(self, init, lid, tokens_left_mt, consumed_mt, timestamp_ms, rate_mt):
-        return self._apply(init, ledger.settle, lid, tokens_left_mt, consumed_mt, timestamp_ms, rate_mt)
+    def settle(self, init, lid, tokens_left_mt, consumed_mt, timestamp_ms, rate_mt, refill_in_us):
+        return self._apply(init, ledger.settle, lid, tokens_left_mt, consumed_mt, timestamp_ms, rate_mt,
+                           refill_in_us)
 
     def release(self, init, lid):
         return self._apply(init, ledger.release, lid)
@@ -193,8 +194,9 @@ class RedisBackend(_Ops):
         kind, a, bal, wid = self._call(init, "ask", task, cost_mt, target_mt, priority, weight, lease_us)
         return (kind, a if kind == "granted" else int(float(a)), bal, wid)
 
-    def settle(self, init, lid, tokens_left_mt, consumed_mt, timestamp_ms, rate_mt):
-        return self._call(init, "settle", lid or "", tokens_left_mt, consumed_mt, timestamp_ms, rate_mt)[2]
+    def settle(self, init, lid, tokens_left_mt, consumed_mt, timestamp_ms, rate_mt, refill_in_us):
+        return self._call(init, "settle", lid or "", tokens_left_mt, consumed_mt, timestamp_ms, rate_mt,
+                          refill_in_us)[2]
 
     def release(self, init, lid):
         return self._call(init, "release", lid)[2]

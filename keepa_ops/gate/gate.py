@@ -114,7 +114,8 @@ class Gate:
         self.init = ledger.new_state(rate_mt=_mt(config.refill_per_minute), cap_mt=_mt(config.capacity),
                                      bal_mt=_mt(min(start, config.capacity)), policy=config.policy,
                                      bound_us=int(config.starvation_bound * US),
-                                     scale=self.scale, waiter_ttl_us=int(waiter_ttl * self.scale * US), now=0)
+                                     scale=self.scale, waiter_ttl_us=int(waiter_ttl * self.scale * US), now=0,
+                                     stepped=config.stepped)
         k = config.keepa
         self.lease_us = int((k.timeout * (k.retries + 1) + LEASE_SLACK_S) * self.scale * US)
         self.fallback_processes = fallback_processes
@@ -199,7 +200,12 @@ class Gate:
         env, consumed = _envelope(answer)
         tfr = env.token_flow_reduction or 0.0
         rate = env.refill_rate - tfr if env.refill_rate else 0.0
-        bal = self._op("settle", lease, _mt(env.tokens_left), _mt(consumed), int(env.timestamp_ms or 0), _mt(rate))
+        # refillIn is in real milliseconds (a fake Keepa running K times faster divides by K): times the
+        # gate's scale, it is Keepa time, as the gate's clock is
+        refill_in = (int(env.refill_in_ms * 1000 * self.scale)
+                     if env.refill_in_ms is not None and env.refill_in_ms >= 0 else -1)
+        bal = self._op("settle", lease, _mt(env.tokens_left), _mt(consumed), int(env.timestamp_ms or 0), _mt(rate),
+                       refill_in)
         return self._remember(bal)
 
     def release(self, lease: str) -> float:

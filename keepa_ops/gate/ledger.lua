@@ -10,6 +10,12 @@ local function fdiv(a, b) return math.floor(a / b) end
 local function refill(s, now)
   local dt = now - s.at
   if dt <= 0 then return end
+  if s.step == 1 then
+    local steps = fdiv(now - s.phase, MINUTE_US) - fdiv(s.at - s.phase, MINUTE_US)
+    s.at = now
+    if steps > 0 and s.bal < s.cap then s.bal = math.min(s.cap, s.bal + steps * s.rate) end
+    return
+  end
   s.at = now
   if s.bal >= s.cap then s.rem = 0; return end
   local need_us = fdiv((s.cap - s.bal) * MINUTE_US, s.rate) + 1
@@ -19,9 +25,14 @@ local function refill(s, now)
   s.rem = num % MINUTE_US
 end
 
-local function until_(s, target)
+local function until_(s, target, now)
   if s.bal >= target then return 0 end
   if target > s.cap then return -1 end
+  if s.step == 1 then
+    local steps = -fdiv(-(target - s.bal), s.rate)
+    local first = s.phase + (fdiv(now - s.phase, MINUTE_US) + 1) * MINUTE_US
+    return first + (steps - 1) * MINUTE_US - now
+  end
   local num = (target - s.bal) * MINUTE_US - s.rem
   return -fdiv(-num, s.rate)
 end
@@ -65,12 +76,12 @@ local function next_change(s, now)
   if s.policy == "threshold" then
     local best = -1
     for _, w in pairs(s.waiters) do
-      local t = until_(s, w[3])
+      local t = until_(s, w[3], now)
       if t >= 0 and (best < 0 or t < best) then best = t end
     end
     return best
   end
-  local t = until_(s, s.waiters[head(s, now)][3])
+  local t = until_(s, s.waiters[head(s, now)][3], now)
   if s.policy == "priority" then
     for _, w in pairs(s.waiters) do
       local d = w[7] - now
@@ -145,6 +156,7 @@ elseif op == "ask" then
   out[4] = wid
 elseif op == "settle" then
   local lid, left, consumed, ts, rate = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+  local refill_in = tonumber(ARGV[8])
   refill(s, now); expire(s, now)
   local lease = nil
   if lid ~= "" then lease = s.leases[lid]; s.leases[lid] = nil end
@@ -154,6 +166,7 @@ elseif op == "settle" then
     for _, v in pairs(s.leases) do in_flight = in_flight + v[2] end
     s.bal = left - in_flight; s.rem = 0; s.at = now
     if rate > 0 and rate ~= s.rate then s.rate = rate end
+    if s.step == 1 and refill_in >= 0 then s.phase = (now + refill_in) % MINUTE_US end
   elseif lease ~= nil then
     s.bal = s.bal + lease[2] - consumed
   end

@@ -34,10 +34,11 @@ POLICIES = ("priority", "threshold", "fair", "greedy")
 
 
 def new_state(*, rate_mt: int, cap_mt: int, bal_mt: int, policy: str, bound_us: int, scale: float,
-              waiter_ttl_us: int, now: int) -> dict:
+              waiter_ttl_us: int, now: int, stepped: bool = False) -> dict:
+    """``stepped``: Keepa adds ``rate`` once a minute, at ``phase`` (set from each envelope's ``refillIn``)."""
     return {"rate": rate_mt, "cap": cap_mt, "bal": bal_mt, "at": now, "rem": 0, "newest": -1,
             "policy": policy, "bound": bound_us, "scale": scale, "wttl": waiter_ttl_us, "virt": 0.0,
-            "seq": 0, "waiters": {}, "leases": {}, "tags": {}}
+            "step": 1 if stepped else 0, "phase": 0, "seq": 0, "waiters": {}, "leases": {}, "tags": {}}
 
 
 # -- the bucket ---------------------------------------------------------------------------------
@@ -45,6 +46,12 @@ def refill(s: dict, now: int) -> None:
     """Bring ``bal`` forward to ``now``, exactly: the fraction of a milli-token is carried in ``rem``."""
     dt = now - s["at"]
     if dt <= 0:
+        return
+    if s["step"]:
+        steps = (now - s["phase"]) // MINUTE_US - (s["at"] - s["phase"]) // MINUTE_US
+        s["at"] = now
+        if steps > 0 and s["bal"] < s["cap"]:
+            s["bal"] = min(s["cap"], s["bal"] + steps * s["rate"])
         return
     s["at"] = now
     if s["bal"] >= s["cap"]:
@@ -59,12 +66,16 @@ def refill(s: dict, now: int) -> None:
     s["rem"] = num % MINUTE_US
 
 
-def until(s: dict, target: int) -> int:
+def until(s: dict, target: int, now: int) -> int:
     """Microseconds until ``bal`` reaches ``target`` (0 if it has; -1 if never: above the cap)."""
     if s["bal"] >= target:
         return 0
     if target > s["cap"]:
         return -1
+    if s["step"]:
+        steps = -(-(target - s["bal"]) // s["rate"])
+        first = s["phase"] + ((now - s["phase"]) // MINUTE_US + 1) * MINUTE_US
+        return first + (steps - 1) * MINUTE_US - now
     num = (target - s["bal"]) * MINUTE_US - s["rem"]
     return -(-num // s["rate"])
 
@@ -106,10 +117,10 @@ def next_change(s: dict, now: int) -> int:
     if not s["waiters"]:
         return -1
     if s["policy"] == "threshold":
-        ts = [until(s, w[2]) for w in s["waiters"].values()]
+        ts = [until(s, w[2], now) for w in s["waiters"].values()]
         ts = [t for t in ts if t >= 0]
         return min(ts) if ts else -1
-    t = until(s, s["waiters"][head(s, now)][2])
+    t = until(s, s["waiters"][head(s, now)][2], now)
     if s["policy"] == "priority":
         for w in s["waiters"].values():
             d = w[6] - now
@@ -170,8 +181,10 @@ def ask(s: dict, now: int, task: str, cost_mt: int, target_mt: int, priority: in
 
 
 def settle(s: dict, now: int, lid: str | None, tokens_left_mt: int, consumed_mt: int, timestamp_ms: int,
-           rate_mt: int) -> int:
-    """Apply one Keepa envelope (a 429's included); ``lid`` is the call's lease, if it had one."""
+           rate_mt: int, refill_in_us: int = -1) -> int:
+    """Apply one Keepa envelope (a 429's included); ``lid`` is the call's lease, if it had one.
+
+    ``refill_in_us`` (gate time; -1: unknown) places a stepped bucket's next refill."""
     refill(s, now)
     expire(s, now)
     lease = s["leases"].pop(lid, None) if lid is not None else None
@@ -181,6 +194,8 @@ def settle(s: dict, now: int, lid: str | None, tokens_left_mt: int, consumed_mt:
         s["bal"], s["rem"], s["at"] = tokens_left_mt - in_flight, 0, now
         if rate_mt > 0 and rate_mt != s["rate"]:
             s["rate"] = rate_mt
+        if s["step"] and refill_in_us >= 0:
+            s["phase"] = (now + refill_in_us) % MINUTE_US
     elif lease is not None:
         s["bal"] += lease[1] - consumed_mt
     return s["bal"]
