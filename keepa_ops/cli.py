@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from .errors import KeepaOpsError
@@ -224,13 +225,58 @@ def cmd_pipeline(args) -> int:
     return 0
 
 
+# -- argument types: a bad value is one line naming the flag, before anything runs ---------------
+def _number_arg(text: str, *, integer=False, minimum=None, strict=False, what="a number"):
+    try:
+        v = int(text) if integer else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(v) or (minimum is not None and (v < minimum or (strict and v == minimum))):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return v
+
+
+def _positive(text):
+    return _number_arg(text, minimum=0, strict=True, what="a finite number > 0")
+
+
+def _nonnegative(text):
+    return _number_arg(text, minimum=0, what="a finite number >= 0")
+
+
+def _finite(text):
+    return _number_arg(text, what="a finite number")
+
+
+def _positive_int(text):
+    return _number_arg(text, integer=True, minimum=1, what="a whole number >= 1")
+
+
+def _nonnegative_int(text):
+    return _number_arg(text, integer=True, minimum=0, what="a whole number >= 0")
+
+
+def _port(text):
+    v = _number_arg(text, integer=True, minimum=0, what="a port number 0-65535")
+    if v > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``keepa-ops: error: ...``) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"keepa-ops: error: {message}. Fix: see `{self.prog} --help`.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="keepa-ops", description=__doc__.splitlines()[0])
+    p = _Parser(prog="keepa-ops", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True)
 
     s = sub.add_parser("simulate", help="run a config in virtual time")
     s.add_argument("config", help="YAML config")
-    s.add_argument("--hours", type=float, default=24.0, help="simulated hours (default 24)")
+    s.add_argument("--hours", type=_positive, default=24.0, help="simulated hours (default 24)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--events", metavar="FILE", help="write the event log (.jsonl or .parquet)")
     s.set_defaults(func=cmd_simulate)
@@ -240,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--db", default="keepa_ops.sqlite", help="SQLite deals store (default keepa_ops.sqlite)")
     r.add_argument("--keepa-url", help="Keepa base URL; omit (with no KEEPA_API_KEY) for the embedded fake")
     r.add_argument("--duration", help="stop after this much Keepa time (e.g. 2h); default: until a signal")
-    r.add_argument("--speed", type=float, default=1.0, help="run the clock K times faster (fake Keepa only)")
+    r.add_argument("--speed", type=_positive, default=1.0, help="run the clock K times faster (fake Keepa only)")
     r.add_argument("--events", metavar="FILE", help="event log, JSON lines (default DB.events.jsonl)")
     r.add_argument("--json", action="store_true", help="print one JSON summary")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -270,17 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("logs", nargs="+")
     rp.add_argument("--config", help="YAML: a full config, or only the keys to change (e.g. policy: priority)")
     rp.add_argument("--policy", default="priority", help="policy to replay under when no --config is given")
-    rp.add_argument("--hours", type=float, help="simulated hours (default: the log's span, at least 24)")
+    rp.add_argument("--hours", type=_positive, help="simulated hours (default: the log's span, at least 24)")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_replay)
 
     sw = sub.add_parser("sweep", help="simulate a grid of configs and recommend the fixed schedule")
     sw.add_argument("--config", required=True, help="base YAML config")
     sw.add_argument("--grid", required=True, help="YAML: dotted config keys -> lists of values")
-    sw.add_argument("--hours", type=float, default=168.0, help="simulated hours per config (default 168)")
+    sw.add_argument("--hours", type=_positive, default=168.0, help="simulated hours per config (default 168)")
     sw.add_argument("--out", help="write the table (.parquet or .csv)")
     sw.add_argument("--recommend", metavar="FIXED_YAML", help="write the recommended config here")
-    sw.add_argument("--workers", type=int, help="processes (default: all cores)")
+    sw.add_argument("--workers", type=_positive_int, help="processes (default: all cores)")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.set_defaults(func=cmd_sweep)
 
@@ -289,22 +335,22 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", help="run folder (default: runs/<UTC timestamp>)")
     pl.add_argument("--config", help="base config for the sweep (default: the one rebuilt from the logs)")
     pl.add_argument("--grid", help="sweep grid (default: data/pipeline_grid.yaml)")
-    pl.add_argument("--hours", type=float, default=168.0, help="simulated hours per swept config")
+    pl.add_argument("--hours", type=_positive, default=168.0, help="simulated hours per swept config")
     pl.add_argument("--duration", default="3h", help="Keepa time to run the fixed schedule for")
-    pl.add_argument("--speed", type=float, default=720.0, help="clock speed-up for the run (fake Keepa only)")
+    pl.add_argument("--speed", type=_positive, default=720.0, help="clock speed-up for the run (fake Keepa only)")
     pl.add_argument("--keepa-url", help="run against this Keepa (needs KEEPA_API_KEY); default: embedded fake")
     pl.set_defaults(func=cmd_pipeline)
 
     f = sub.add_parser("fake-keepa", help="serve the fake Keepa API on 127.0.0.1")
-    f.add_argument("--port", type=int, default=0, help="port (default: any free port)")
-    f.add_argument("--refill-per-minute", type=float, default=5.0)
-    f.add_argument("--start-tokens", type=float, default=None, help="default: a full bucket")
+    f.add_argument("--port", type=_port, default=0, help="port (default: any free port)")
+    f.add_argument("--refill-per-minute", type=_positive, default=5.0, help="tokens per minute")
+    f.add_argument("--start-tokens", type=_finite, default=None, help="default: a full bucket")
     f.add_argument("--refill", choices=("continuous", "stepped"), default="continuous")
-    f.add_argument("--speed", type=float, default=1.0, help="clock K times faster than the wall")
-    f.add_argument("--deals-per-hour", type=float, default=60.0)
-    f.add_argument("--pending", type=int, default=300, help="deals already published at start")
-    f.add_argument("--backlog", type=int, default=10_000, help="historical deals (dateRange >= 1)")
-    f.add_argument("--seed", type=int, default=7)
+    f.add_argument("--speed", type=_positive, default=1.0, help="clock K times faster than the wall")
+    f.add_argument("--deals-per-hour", type=_nonnegative, default=60.0, help="new deals per hour")
+    f.add_argument("--pending", type=_nonnegative_int, default=300, help="deals already published at start")
+    f.add_argument("--backlog", type=_nonnegative_int, default=10_000, help="historical deals (dateRange >= 1)")
+    f.add_argument("--seed", type=int, default=7, help="the deal stream's seed")
     f.set_defaults(func=cmd_fake_keepa)
     return p
 
@@ -313,8 +359,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except KeepaOpsError as e:
-        print(f"keepa-ops: error: {e}", file=sys.stderr)
+    except (KeepaOpsError, ValueError) as e:  # a ValueError that got this far is still bad input: one line
+        print(f"keepa-ops: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -41,21 +41,47 @@ def _check_keys(d, allowed, where):
             raise ConfigError(f"{where}.{k}" if where else str(k), "unknown key.", fix)
 
 
-def _number(d, key, where, default=None, *, minimum=None, strict=False, integer=False, required=False):
+def _number(d, key, where, default=None, *, minimum=None, strict=False, integer=False, required=False,
+            maximum=None):
     name = f"{where}.{key}" if where else key
     if key not in d or d[key] is None:
         if required:
             raise ConfigError(name, "is required.", f"add `{key}: <number>`.")
         return default
     v = d[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v)):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ConfigError(name, f"expected a number, got {v!r}.")
+    if not math.isfinite(v):
+        raise ConfigError(name, f"expected a finite number, got {v!r}.", f"give {key} a finite value.")
     if integer and int(v) != v:
         raise ConfigError(name, f"expected a whole number, got {v!r}.")
     if minimum is not None and (v < minimum or (strict and v == minimum)):
         rel = ">" if strict else ">="
         raise ConfigError(name, f"must be {rel} {minimum:g}, got {v!r}.", f"set {key} {rel} {minimum:g}.")
+    if maximum is not None and v > maximum:
+        raise ConfigError(name, f"must be <= {maximum:g}, got {v!r}.", f"set {key} <= {maximum:g}.")
     return int(v) if integer else float(v)
+
+
+def _duration(d, key, where, default, *, positive=True):
+    """A duration field in seconds: finite, and > 0 (``positive``) or >= 0."""
+    name = f"{where}.{key}" if where else key
+    v = d.get(key, default)
+    if v is None:
+        return None
+    s = parse_duration(v, name)
+    if s < 0 or (positive and s == 0):
+        rel = ">" if positive else ">="
+        raise ConfigError(name, f"must be {rel} 0, got {v!r}.", f"set {key} {rel} 0, e.g. 10s.")
+    return s
+
+
+# Upper bounds on sizes, so that a typo cannot ask for gigabytes: Keepa's /product takes at most 100
+# ASINs, and a simulated deal stream holds its live deals in memory.
+MAX_BATCH = 100
+MAX_PENDING = 1_000_000
+MAX_PER_HOUR = 100_000
+MAX_BACKLOG = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -159,14 +185,27 @@ def _schedule(task: dict, name: str, role: str, start: datetime):
         return Continuous()
     if isinstance(every, str) and len(every.split()) == 5:
         try:
-            return Cron(every, start)
+            cron = Cron(every, start)
         except ValueError:
             raise ConfigError(where, f"{every!r} is not a valid cron expression.",
                               "use five fields, e.g. '*/10 * * * *'.") from None
+        _fires(cron, where, every)
+        return cron
     period = parse_duration(every, where)
     if period <= 0:
         raise ConfigError(where, f"must be > 0, got {every!r}.", "use e.g. 60s, or 'continuous'.")
     return Every(period)
+
+
+def _fires(schedule, where: str, every) -> None:
+    """A cron schedule must fire again after its first run (``0 0 30 2 *`` never does)."""
+    try:
+        nxt = schedule.first_at_or_after(1.0)
+    except Exception:  # croniter gives up on a date that never comes
+        nxt = math.inf
+    if not nxt < 5 * 366 * 86400:
+        raise ConfigError(where, f"{every!r} never fires (no match in five years).",
+                          "check the day-of-month and month fields, e.g. '0 0 28 2 *'.")
 
 
 def _product_params(params, where: str) -> dict | None:
@@ -190,13 +229,13 @@ def _task(d, name, capacity, policy, start, strict=True) -> TaskSpec:
         name=name,
         role=role,
         schedule=_schedule(d, name, role, start),
-        batch_size=_number(d, "batch_size", where, 10, minimum=1, integer=True),
+        batch_size=_number(d, "batch_size", where, 10, minimum=1, integer=True, maximum=MAX_BATCH),
         cost_per_item=_number(d, "cost_per_item", where, 1.0, minimum=0, strict=True),
         page_cost=_number(d, "page_cost", where, 5.0, minimum=0),
         threshold=_number(d, "threshold", where, 0.0, minimum=0),
         priority=_number(d, "priority", where, 1 if role == "upserter" else 2, minimum=1, integer=True),
         weight=_number(d, "weight", where, 1.0, minimum=0, strict=True),
-        max_wait=parse_duration(d["max_wait"], f"{where}.max_wait") if d.get("max_wait") is not None else None,
+        max_wait=_duration(d, "max_wait", where, None),
         product_params=_product_params(d.get("product_params"), f"{where}.product_params"),
     )
     if policy != "greedy" and strict:
@@ -248,9 +287,7 @@ def parse_config(raw: dict, strict: bool = True) -> Config:
         near = difflib.get_close_matches(str(policy), POLICIES, n=1)
         raise ConfigError("policy", f"unknown policy {policy!r}.",
                           f"did you mean '{near[0]}'?" if near else f"use one of {', '.join(POLICIES)}.")
-    bound = parse_duration(raw.get("starvation_bound", "1h"), "starvation_bound")
-    if bound <= 0:
-        raise ConfigError("starvation_bound", "must be > 0.", "use e.g. 1h.")
+    bound = _duration(raw, "starvation_bound", "", "1h")
     start = raw.get("start", "2026-02-04T00:00:00Z")
     if isinstance(start, str):
         try:
@@ -283,24 +320,79 @@ def parse_config(raw: dict, strict: bool = True) -> Config:
             raise ConfigError("workload.arrivals", "expected a list of times since the start.", "e.g. [0, 90s, 1h].")
         arrivals = tuple(sorted(parse_duration(a, "workload.arrivals") for a in arrivals))
     workload = Workload(
-        pending_new_deals=_number(w, "pending_new_deals", "workload", 0, minimum=0, integer=True),
-        new_deals_per_hour=_number(w, "new_deals_per_hour", "workload", 0.0, minimum=0),
+        pending_new_deals=_number(w, "pending_new_deals", "workload", 0, minimum=0, integer=True,
+                                  maximum=MAX_PENDING),
+        new_deals_per_hour=_number(w, "new_deals_per_hour", "workload", 0.0, minimum=0, maximum=MAX_PER_HOUR),
         arrivals=arrivals,
-        backlog=_number(w, "backlog", "workload", 0, minimum=0, integer=True),
+        backlog=_number(w, "backlog", "workload", 0, minimum=0, integer=True, maximum=MAX_BACKLOG),
         offers_per_product=_number(w, "offers_per_product", "workload", None, minimum=0, integer=True),
     )
     k = raw.get("keepa") or {}
     _check_keys(k, _KEEPA, "keepa")
     params = _product_params(k.get("product_params") or {}, "keepa.product_params")
+    for key in ("url", "key_file"):
+        if k.get(key) is not None and not isinstance(k[key], str):
+            raise ConfigError(f"keepa.{key}", f"expected text, got {k[key]!r}.",
+                              "e.g. url: https://api.keepa.com" if key == "url" else "e.g. key_file: ~/.keepa_key")
+    if k.get("url") is not None and not k["url"].startswith(("http://", "https://")):
+        raise ConfigError("keepa.url", f"{k['url']!r} is not an http(s) URL.", "e.g. url: https://api.keepa.com")
     keepa = KeepaSettings(url=k.get("url"), key_file=k.get("key_file"),
                           domain=_number(k, "domain", "keepa", 1, minimum=1, integer=True),
                           price_type=_number(k, "price_type", "keepa", 0, minimum=0, integer=True),
                           product_params=dict(params),
-                          timeout=parse_duration(k.get("timeout", 10), "keepa.timeout"),
+                          timeout=_duration(k, "timeout", "keepa", 10),
                           retries=_number(k, "retries", "keepa", 3, minimum=0, integer=True),
-                          backoff=parse_duration(k.get("backoff", 0.5), "keepa.backoff"))
+                          backoff=_duration(k, "backoff", "keepa", 0.5, positive=False))
     return Config(rate, start_tokens, capacity, refill == "stepped", policy, bound, start, tasks,
                   workload, keepa, raw)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error, not the last one silently."""
+
+
+def _mapping_without_duplicates(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"config line {key_node.start_mark.line + 1}", f"key {key!r} is given twice in one "
+                              f"mapping (first on line {seen[key]}).", "keep one; YAML would keep only the last.")
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def load_yaml(text: str, what: str = "config"):
+    """YAML text -> Python objects, refusing duplicate keys; errors are one ``ConfigError`` line."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(what, "is not valid YAML: " + " ".join(str(e).split())) from None
+
+
+def read_text_file(path, what: str = "config") -> str:
+    """A UTF-8 text file's contents, or one ``ConfigError`` line saying why it cannot be read."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(what, f"file {p} does not exist.", "pass the path of a YAML file.")
+    if p.is_dir():
+        raise ConfigError(what, f"{p} is a directory.", "pass the path of a YAML file in it.")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(what, f"{p} is not UTF-8 text.", "save it as UTF-8 YAML.") from None
+    except OSError as e:
+        raise ConfigError(what, f"{p} cannot be read ({e.strerror}).", "check its permissions.") from None
+
+
+def read_yaml(source, what: str = "config"):
+    """A YAML file path, or YAML text (a line with ``key: value`` that is not a path) -> its objects."""
+    s = str(source)
+    text_given = isinstance(source, str) and ("\n" in s or (": " in s and not s.endswith((".yaml", ".yml"))))
+    return load_yaml(s if text_given and not Path(s).exists() else read_text_file(source, what), what)
 
 
 def load_config(source) -> Config:
@@ -309,16 +401,4 @@ def load_config(source) -> Config:
         return source
     if isinstance(source, dict):
         return parse_config(source)
-    text = None
-    p = Path(source) if not isinstance(source, str) or "\n" not in source else None
-    if p is not None and p.exists():
-        text = p.read_text()
-    elif isinstance(source, str) and ("\n" in source or ":" in source):
-        text = source
-    else:
-        raise ConfigError("config", f"file {source} does not exist.", "pass the path of a YAML config.")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError("config", f"is not valid YAML: {e}") from None
-    return parse_config(raw)
+    return parse_config(read_yaml(source))

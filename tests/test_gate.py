@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from keepa_ops import Gate, GateUnavailable, load_config
+from keepa_ops import Gate, GateUnavailable
 from keepa_ops.config import parse_config
 from keepa_ops.core.policies import Request, admission_target, make_policy
 from keepa_ops.keepa.bucket import TokenBucket

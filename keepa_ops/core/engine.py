@@ -287,7 +287,7 @@ class Engine:
         ``detail.estimate`` is the estimate it replaced, so ``balance - estimate`` is the correction.
         """
         now = self.clock.now()
-        rate, reduction = self.bucket.rate, self.bucket.reduction
+        rate = self.bucket.rate
         old = self.bucket.sync(env.tokens_left, now, env.refill_rate, env.refill_in_ms, env.token_flow_reduction)
         if always or abs(old - env.tokens_left) > 1e-6 or rate != self.bucket.rate:
             detail = {"estimate": round(old, 3), "refill_rate": env.refill_rate}

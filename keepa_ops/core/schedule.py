@@ -23,6 +23,8 @@ def parse_duration(value, field: str = "duration") -> float:
     if isinstance(value, bool):
         raise ConfigError(field, f"expected a duration, got {value!r}.", "write e.g. 60s, 5m, 1h or 2d.")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ConfigError(field, f"expected a finite duration, got {value!r}.", "write e.g. 60s, 5m, 1h or 2d.")
         return float(value)
     m = _DURATION.match(str(value))
     if not m:

@@ -6,11 +6,7 @@ names). Both are simulated over the same hours.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-import yaml
-
-from ..config import parse_config
+from ..config import parse_config, read_yaml
 from . import diagnose
 from .demand import rebuild_config
 from .evidence import gather
@@ -25,8 +21,7 @@ def _as_mapping(alternative) -> dict:
         return alternative
     if hasattr(alternative, "raw"):
         return alternative.raw
-    text = Path(alternative).read_text() if Path(str(alternative)).exists() else str(alternative)
-    data = yaml.safe_load(text)
+    data = read_yaml(alternative)
     if not isinstance(data, dict):
         raise ConfigError("config", "a replay config must be a mapping, e.g. `policy: priority`.")
     return data

@@ -54,15 +54,53 @@ class TaskTaken(KeepaOpsError):
     """A second runner of the same task on one deals store: both would fetch, pay for and write every deal."""
 
 
+APPLICATION_ID = 0x4B45504F  # "KEPO" in the SQLite header: this file is a keepa-ops deals store
+OUR_TABLES = {"deals", "watermarks", "checkpoints", "runs"}
+
+
+class StoreRefused(KeepaOpsError):
+    """The ``--db`` path is not a keepa-ops deals store and cannot become one; nothing was changed."""
+
+
+def _check_ours(path: Path) -> None:
+    """Refuse, without writing a byte, any path that is not empty and not a keepa-ops store."""
+    if path.is_dir():
+        raise StoreRefused(f"--db {path}: is a directory. Fix: give a file path, e.g. {path / 'deals.sqlite'}")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            app = con.execute("PRAGMA application_id").fetchone()[0]
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise StoreRefused(f"--db {path}: not a SQLite database ({e}); it was left unchanged. "
+                           "Fix: give a new file path, or restore the file from a backup") from None
+    # a store from before the application id has exactly our tables
+    if app != APPLICATION_ID and not (app == 0 and tables and tables <= OUR_TABLES | {"sqlite_sequence"}
+                                      and "deals" in tables):
+        raise StoreRefused(f"--db {path}: a SQLite file that is not a keepa-ops deals store "
+                           f"(tables: {', '.join(sorted(tables)) or 'none'}); it was left unchanged. "
+                           "Fix: give a new file path")
+
+
 class DealStore:
     def __init__(self, path, now_fn=time.time):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
-                                    timeout=30)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against a process crash
-        self.conn.executescript(SCHEMA)
+        _check_ours(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                                        timeout=30)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against a process crash
+            self.conn.executescript(SCHEMA)
+            self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        except (sqlite3.Error, OSError) as e:
+            raise StoreRefused(f"--db {self.path}: cannot be opened as a deals store ({e}). "
+                               "Fix: give a writable file path") from None
         self.now_fn = now_fn
         self._open_runs: dict[str, int] = {}
         self._claims: dict = {}

@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..config import Config, load_config, parse_config
+from ..config import Config, load_config, parse_config, read_yaml
 from ..keepa.wire import PAGE_SIZE
 from ..errors import ConfigError, KeepaOpsError
 from ..simulation.simulate import simulate
@@ -45,9 +45,7 @@ def load_grid(source) -> dict[str, list]:
     if isinstance(source, dict):
         grid = source
     else:
-        p = Path(str(source))
-        text = p.read_text() if p.exists() else str(source)
-        grid = yaml.safe_load(text)
+        grid = read_yaml(source, "grid")
     if not isinstance(grid, dict) or not grid:
         raise ConfigError("grid", "expected a mapping of dotted config keys to lists of values.",
                           "e.g. `tasks.update_recent_deals.batch_size: [1, 2, 5, 10]`.")
