@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
 
 from .errors import KeepaOpsError
@@ -189,6 +190,7 @@ def cmd_replay(args) -> int:
 def cmd_sweep(args) -> int:
     from .planning.sweep import choose_config, sweep, write_fixed_schedule
 
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # timeout and cron send SIGTERM: end the workers with us
     df = sweep(args.config, args.grid, hours=args.hours, workers=args.workers,
                progress=None if args.quiet else sys.stderr)
     if args.out:
@@ -223,6 +225,10 @@ def cmd_pipeline(args) -> int:
         print(f"  {s['html']}")
     print(f"  index of past runs: {run.out.parent / 'index.html'}")
     return 0
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 # -- argument types: a bad value is one line naming the flag, before anything runs ---------------

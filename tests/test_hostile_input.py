@@ -153,3 +153,45 @@ def test_every_config_is_refused_naming_a_field_or_simulates_an_hour(raw):
         return
     r = simulate(cfg, 1.0)
     assert r.summary()["tasks"].keys() == cfg.tasks.keys()
+
+
+def test_a_grid_where_no_point_is_valid_says_so_with_the_first_error(tmp_path):
+    (tmp_path / "g.yaml").write_text("tasks.update_recent_deals.batch_size: [0, -1]\n")
+    p = cli("sweep", "--config", DATA / "seed_incident.yaml", "--grid", "g.yaml", "--hours", "1", "--quiet",
+            cwd=tmp_path)
+    assert_one_line(p, "no point of the grid is valid", "batch_size=0", "must be >= 1")
+
+
+def test_a_misspelled_task_in_a_grid_is_refused_before_sweeping(tmp_path):
+    (tmp_path / "g.yaml").write_text("tasks.update_recnt_deals.batch_size: [1, 2]\n")
+    p = cli("sweep", "--config", DATA / "seed_incident.yaml", "--grid", "g.yaml", "--hours", "1", "--quiet",
+            cwd=tmp_path)
+    assert_one_line(p, "update_recnt_deals", "update_recent_deals")
+
+
+def _children(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def test_sigterm_ends_a_sweep_and_its_workers(tmp_path):
+    import signal
+    import time
+    (tmp_path / "g.yaml").write_text("tasks.update_recent_deals.batch_size: [1, 2, 3, 4, 5, 6, 7, 8]\n"
+                                     "tasks.backfill_deals.batch_size: [1, 2, 3, 4, 5, 6, 7, 8]\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, "-m", "keepa_ops.cli", "sweep", "--config", str(DATA / "seed_incident.yaml"),
+                          "--grid", "g.yaml", "--hours", "30000", "--workers", "2", "--quiet"],
+                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len(_children(p.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = _children(p.pid)
+    assert len(workers) >= 2, "the sweep never started its workers"
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=20)
+    assert p.returncode != 0
+    time.sleep(0.5)
+    alive = [w for w in workers if os.path.exists(f"/proc/{w}") and
+             open(f"/proc/{w}/stat").read().split()[2] != "Z"]
+    assert alive == [], f"workers left running: {alive}"

@@ -28,7 +28,8 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+import multiprocessing as mp
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -126,6 +127,12 @@ def physical_bound(cfg: Config, hours: float) -> dict:
     return out
 
 
+def _quiet_worker() -> None:
+    """A sweep worker leaves SIGINT to the parent, which ends every worker at once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _run_point(args):
     i, raw, overrides, hours = args
     row = {"config_id": i, **{f"set:{k}": (v if not isinstance(v, (list, dict)) else str(v))
@@ -187,11 +194,23 @@ def sweep(base, grid, hours: float = 168.0, workers: int | None = None, progress
             bar.step()
     else:
         chunk = max(1, min(16, len(jobs) // (workers * 8) or 1))
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for r in pool.map(_run_point, jobs, chunksize=chunk):
+        pool = mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(workers, initializer=_quiet_worker)
+        try:
+            for r in pool.imap(_run_point, jobs, chunksize=chunk):
                 rows.append(r)
                 bar.step()
+        except BaseException:  # SIGINT, or SIGTERM (which the CLI turns into SystemExit): end the workers too
+            pool.terminate()
+            raise
+        finally:
+            pool.close()
+            pool.join()
     df = pd.DataFrame(rows).sort_values("config_id").reset_index(drop=True)
+    if not df["valid"].any():
+        first = df.loc[0]
+        point = ", ".join(f"{k[4:]}={_plain(v)}" for k, v in first.filter(like="set:").items())
+        raise ConfigError("grid", f"no point of the grid is valid ({len(df)} tried); the first ({point}) "
+                          f"fails with {first['error']}")
     if "valid" in df and df["valid"].any():
         df["pareto"] = pareto_front(df)
     else:
