@@ -1,6 +1,7 @@
 """Bad input, each case as an operator would type it: a non-zero exit, one line naming the problem and
 its fix, no traceback, and foreign or existing data unchanged."""
 import hashlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -195,3 +196,43 @@ def test_sigterm_ends_a_sweep_and_its_workers(tmp_path):
     alive = [w for w in workers if os.path.exists(f"/proc/{w}") and
              open(f"/proc/{w}/stat").read().split()[2] != "Z"]
     assert alive == [], f"workers left running: {alive}"
+
+
+def test_a_key_echoed_back_by_a_server_is_redacted_in_every_encoding(tmp_path):
+    """A proxy that echoes the request in its error body: the key must not reach stderr or the events,
+    raw or percent- or form-encoded."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import quote, quote_plus
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"tokensLeft": 100, "refillIn": 1000, "refillRate": 5, "tokensConsumed": 0,
+                               "timestamp": 1, "error": {"type": "gateway", "message": f"bad upstream {self.path}"}
+                               }).encode()
+            self.send_response(502)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    key = "kx+9/Zq= &secret%41"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**seed(), "keepa": {"timeout": 2, "retries": 1, "backoff": 0}}))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KEEPA_API_KEY=key)
+    try:
+        p = subprocess.run([sys.executable, "-m", "keepa_ops.cli", "run", "--config", str(cfg), "--db", "d.sqlite",
+                            "--keepa-url", f"http://127.0.0.1:{server.server_port}", "--duration", "1m"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "502" in p.stderr and "key=***" in p.stderr  # the echo did come back, redacted
+    seen = p.stdout + p.stderr + "".join(f.read_text(errors="replace") for f in tmp_path.glob("*.jsonl"))
+    for spelling in {key, quote(key, safe=""), quote_plus(key), quote(key, safe="").lower(), "secret"}:
+        assert spelling not in seen, spelling

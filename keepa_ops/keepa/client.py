@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import requests
 
@@ -56,6 +58,17 @@ class ApiKey:
         return None
 
 
+_KEY_PARAM = re.compile(r"((?:^|[?&;\s\"'])key=)[^&\s\"'<>]*", re.IGNORECASE)
+
+
+def _spellings(key: str) -> list[str]:
+    quoted = [quote(key, safe=""), quote(key, safe="/"), quote_plus(key), quote_plus(key, safe="/")]
+    out = {key}
+    for q in quoted:
+        out |= {q, re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), q)}
+    return sorted(out, key=len, reverse=True)  # the longest first: a raw key inside an encoded one goes too
+
+
 class KeepaClient:
     def __init__(self, key: ApiKey | str, base_url: str = DEFAULT_URL, *, timeout: float = 10.0,
                  retries: int = 3, backoff: float = 0.5, sleep=time.sleep, on_envelope=None,
@@ -80,7 +93,12 @@ class KeepaClient:
             self.session.trust_env = False
 
     def redact(self, text: str) -> str:
-        return str(text).replace(self.key.reveal(), "***")
+        """``text`` without the key, in every spelling a request could carry it: raw, percent-encoded
+        (``quote``, either case of hex), form-encoded (``quote_plus``), and any ``key=`` query value."""
+        out = str(text)
+        for spelling in _spellings(self.key.reveal()):
+            out = out.replace(spelling, "***")
+        return _KEY_PARAM.sub(r"\1***", out)
 
     def close(self):
         self.session.close()
