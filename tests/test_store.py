@@ -3,7 +3,7 @@ import sqlite3
 
 import pytest
 
-from keepa_ops.live.store import DealStore
+from keepa_ops.live.store import DealStore, StoreFailed
 from keepa_ops.keepa.wire import DealRef
 
 
@@ -28,7 +28,7 @@ def test_watermark_and_rows_commit_together(tmp_path):
     # A real failure inside the transaction: a trigger refuses this watermark.
     st.conn.execute("CREATE TRIGGER refuse BEFORE UPDATE ON watermarks WHEN NEW.asin = 'B000000009' "
                     "BEGIN SELECT RAISE(ABORT, 'refused'); END")
-    with pytest.raises(sqlite3.DatabaseError):
+    with pytest.raises(StoreFailed, match="refused.*rolled back"):
         st.commit_new("up", [], refs(7, 3), refs(7, 3)[-1])
     assert st.counts()["live"]["deals"] == 3          # none of the 7 rows
     assert st.watermark("up") == refs(3)[-1]          # and the watermark did not move
@@ -53,3 +53,23 @@ def test_runs_table(tmp_path):
     st.run_finished("up", "ok", 7)
     assert st.conn.execute("SELECT task, started, finished, outcome, items FROM runs").fetchall() == [
         ("up", 42.0, 42.0, "ok", 7)]
+
+
+def test_a_full_disk_rolls_the_batch_back_whole_and_says_so_in_one_line(tmp_path):
+    """SQLite's max_page_count makes the file 'full' exactly as a full disk would (SQLITE_FULL)."""
+    from keepa_ops import KeepaOpsError
+    from keepa_ops.keepa.wire import DealRef
+    from keepa_ops.live.store import DealStore
+    store = DealStore(tmp_path / "d.sqlite")
+    first = [DealRef(100.0, f"B{i:09d}") for i in range(10)]
+    store.commit_new("up", [{"asin": r.asin} for r in first], first, first[-1])
+    pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+    store.conn.execute(f"PRAGMA max_page_count = {pages}")
+    big = [DealRef(200.0, f"C{i:09d}" + "x" * 300) for i in range(2000)]
+    with pytest.raises(KeepaOpsError) as e:
+        store.commit_new("up", [{"asin": r.asin, "title": "t" * 500} for r in big], big, big[-1])
+    msg = str(e.value)
+    assert "\n" not in msg and "rolled back" in msg and "Fix:" in msg and "full" in msg
+    assert store.watermark("up") == first[-1]          # the watermark did not move
+    assert store.counts()["live"]["deals"] == 10       # and no row of the batch is stored
+    store.close()

@@ -58,6 +58,10 @@ APPLICATION_ID = 0x4B45504F  # "KEPO" in the SQLite header: this file is a keepa
 OUR_TABLES = {"deals", "watermarks", "checkpoints", "runs"}
 
 
+class StoreFailed(KeepaOpsError):
+    """A commit failed and was rolled back whole (rows and watermark or checkpoint together)."""
+
+
 class StoreRefused(KeepaOpsError):
     """The ``--db`` path is not a keepa-ops deals store and cannot become one; nothing was changed."""
 
@@ -178,9 +182,14 @@ class DealStore:
 
     def _commit(self, rows, refs, source, position_sql, position):
         ts = self.now_fn()
-        with self._tx():
-            self.conn.executemany(UPSERT, self._rows(rows, refs, source, ts))
-            self.conn.execute(position_sql, (*position, ts))
+        try:
+            with self._tx():
+                self.conn.executemany(UPSERT, self._rows(rows, refs, source, ts))
+                self.conn.execute(position_sql, (*position, ts))
+        except sqlite3.Error as e:  # a full disk, a file gone read-only: the batch rolled back, whole
+            raise StoreFailed(f"--db {self.path}: could not store a batch of {len(refs)} deals ({e}); it was rolled "
+                              "back, with its watermark or checkpoint, so a restart fetches it again. "
+                              "Fix: free disk space or make the file writable, then run again") from None
 
     def run_started(self, task: str) -> None:
         cur = self.conn.execute("INSERT INTO runs (task, started) VALUES (?, ?)", (task, self.now_fn()))
@@ -206,5 +215,13 @@ class _Transaction:
         self.conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, exc, tb):
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return False
+            except sqlite3.Error:
+                self.conn.execute("ROLLBACK")
+                raise
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
         return False
