@@ -103,3 +103,11 @@ def test_the_key_stays_out_of_an_executed_notebook(tmp_path, monkeypatch):
     for f in tmp_path.rglob("*"):
         if f.is_file():
             assert secret.encode() not in f.read_bytes(), f"the key leaked into {f.name}"
+
+
+def test_a_cell_past_its_time_limit_stops_the_pipeline_with_one_line(tmp_path):
+    with pytest.raises(PipelineError) as e:
+        run_pipeline(out=tmp_path / "run", cell_timeout=1, log=lambda *a: None)
+    assert "\n" not in str(e.value) and "CellTimeoutError: a cell ran longer than 1 s" in str(e.value)
+    summary = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert summary["outcome"] == "failed"

@@ -11,6 +11,7 @@ Invariants:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -26,6 +27,14 @@ STEPS = ("01_parse_logs", "02_diagnose_starvation", "03_sweep", "04_run_schedule
 RENDERER = "plotly_mimetype+notebook"  # plotly.js inline in the first figure's output: offline HTML
 _CDN_TRAITS = ("require_js_url", "mathjax_url", "jquery_url", "mermaid_js_url", "mermaid_layout_elk_js_url",
                "widget_renderer_url", "jupyter_widgets_base_url")
+
+
+CELL_TIMEOUT_S = 900.0  # one cell, at most (the sweep's is the longest: about a minute here)
+MAX_NOTEBOOK_MB = 50     # an executed notebook, at most
+
+
+class _TooLarge(Exception):
+    pass
 
 
 class PipelineError(KeepaOpsError):
@@ -78,9 +87,15 @@ def _record(runs_dir: Path, run: PipelineRun) -> Path:
 
 def run_pipeline(logs=None, out=None, config=None, grid=None, hours: float = 168.0, duration: str = "3h",
                  speed: float = 720.0, keepa_url: str | None = None, kernel: str = "python3",
-                 log=print) -> PipelineRun:
-    """Run the four notebooks in order into ``out`` (default runs/<UTC timestamp>)."""
+                 log=print, cell_timeout: float = CELL_TIMEOUT_S) -> PipelineRun:
+    """Run the four notebooks in order into ``out`` (default runs/<UTC timestamp>).
+
+    A cell that runs longer than ``cell_timeout`` seconds, or an executed notebook larger than
+    ``MAX_NOTEBOOK_MB``, stops the pipeline at that step with one line (a log line dated decades
+    ahead must not become a notebook of gigabytes).
+    """
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     # absolute: papermill runs each notebook in notebooks/, so a relative path would land there
@@ -112,8 +127,16 @@ def run_pipeline(logs=None, out=None, config=None, grid=None, hours: float = 168
             try:
                 pm.execute_notebook(str(NOTEBOOK_DIR / f"{step}.ipynb"), str(executed),
                                     parameters={**params[step], "output_dir": str(dirs[step])},
-                                    kernel_name=kernel, cwd=str(NOTEBOOK_DIR), progress_bar=False)
-            except pm.PapermillExecutionError as e:
+                                    kernel_name=kernel, cwd=str(NOTEBOOK_DIR), progress_bar=False,
+                                    execution_timeout=max(1, math.ceil(cell_timeout)))
+                size_mb = executed.stat().st_size / 1e6
+                if size_mb > MAX_NOTEBOOK_MB:
+                    raise _TooLarge(f"the executed notebook is {size_mb:.0f} MB, above {MAX_NOTEBOOK_MB} MB")
+            except (pm.PapermillExecutionError, CellTimeoutError, _TooLarge) as e:
+                if isinstance(e, CellTimeoutError):
+                    e.ename, e.evalue = "CellTimeoutError", f"a cell ran longer than {max(1, math.ceil(cell_timeout))} s"
+                elif isinstance(e, _TooLarge):
+                    e.ename, e.evalue = "TooLarge", str(e)
                 rec.update(status="failed", seconds=round(time.monotonic() - t0, 2),
                            error=f"{e.ename}: {e.evalue}")
                 if step == "02_diagnose_starvation" and (dirs[step] / "diagnosis.json").exists():
