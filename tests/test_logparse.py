@@ -214,3 +214,33 @@ def test_cr_only_line_ends_are_lines(tmp_path):
     (tmp_path / "unix.log").write_bytes(SAMPLE)
     mac, unix = parse_logs(tmp_path / "mac.log"), parse_logs(tmp_path / "unix.log")
     assert mac.stats["lines"] == unix.stats["lines"] == 16 and mac.stats["events"] == unix.stats["events"]
+
+
+def test_a_gzip_is_parsed_as_a_stream_in_blocks_with_the_same_answer(tmp_path, monkeypatch):
+    """A gzip that inflates far past the block size: same events and line numbers as the plain file,
+    while no block held more than the block size (memory follows the block, not the inflated size)."""
+    from keepa_ops.logs import sources
+    body = SAMPLE * 400  # ~1 MB inflated
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "w.log").write_bytes(body)
+    with gzip.open(tmp_path / "w.log.gz", "wb") as f:  # two members, as `cat a.gz b.gz` makes
+        f.write(body[:len(body) // 3])
+    with open(tmp_path / "w.log.gz", "ab") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as f:
+        f.write(body[len(body) // 3:])
+    seen = []
+    real = sources._inflate
+
+    def spy(f, block_size):
+        for block, truncated in real(f, block_size):
+            seen.append(len(block))
+            yield block, truncated
+
+    monkeypatch.setattr(sources, "_inflate", spy)
+    monkeypatch.setattr(sources, "BLOCK_SIZE", 64 << 10)
+    monkeypatch.setattr(sources.Source.blocks, "__defaults__", (64 << 10,))
+    streamed = parse_logs([tmp_path / "w.log.gz"])
+    plain = parse_logs([tmp_path / "plain" / "w.log"])
+    assert len(seen) >= 9 and max(seen) <= 64 << 10
+    assert streamed.stats["lines"] == plain.stats["lines"] and streamed.stats["truncated_files"] == 0
+    cols = ["line", "event", "task", "time"]
+    assert streamed.events[cols].reset_index(drop=True).equals(plain.events[cols].reset_index(drop=True))

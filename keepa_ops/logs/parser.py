@@ -307,32 +307,22 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
              "blank": 0, "skipped": 0, "json": 0, "truncated_files": 0, "partial_last_lines": 0}
     for file_no, src in enumerate(sources):
         name = str(src.path)
-        data, truncated = src.read()
-        stats["bytes"] += len(data)
-        stats["truncated_files"] += int(truncated)
-        if data and not data.endswith(b"\n"):
-            stats["partial_last_lines"] += 1
-        fstat = {"file": name, "stream": src.stream, "bytes": len(data), "lines": 0, "events": 0,
-                 "skipped": 0, "truncated": truncated}
-        results = _scan_file(data, name, src.stream, keep_skipped)
-        data = None  # one file in memory at a time
+        fstat = {"file": name, "stream": src.stream, "bytes": 0, "lines": 0, "events": 0,
+                 "skipped": 0, "truncated": False}
         line0 = 1  # the number of the range's first line
-        for r in results:
-            for k in ("lines", "other", "continuation", "blank"):
-                stats[k] += r[k]
-            fstat["lines"] += r["lines"]
-            json_lines.extend((n, line0 + i, raw) for n, i, raw in r["json"])
-            bad = r["bad"]
-            stats["skipped"] += len(bad)
-            fstat["skipped"] += len(bad)
-            for i, text in list(zip(bad, r["bad_text"]))[:max(0, keep_skipped - len(skipped_rows))]:
-                skipped_rows.append((name, line0 + int(i), text))
-            if r["part"] is not None:
-                r["part"]["line"] += line0
-                fstat["events"] += len(r["part"]["line"])
-                r["part"]["_file"] = np.full(len(r["part"]["line"]), file_no, dtype="float64")
-                parts.append(r["part"])
-            line0 += r["lines"]
+        last = b""
+        for data, truncated in src.blocks():  # one block of one file in memory at a time
+            stats["bytes"] += len(data)
+            fstat["bytes"] += len(data)
+            fstat["truncated"] = fstat["truncated"] or truncated
+            last = data[-1:] or last
+            results = _scan_file(data, name, src.stream, keep_skipped)
+            data = None
+            line0 = _take(results, line0, name, file_no, stats, fstat, json_lines, skipped_rows, parts,
+                          keep_skipped)
+        stats["truncated_files"] += int(fstat["truncated"])
+        if last and last != b"\n":
+            stats["partial_last_lines"] += 1
         file_rows.append(fstat)
     if json_lines:
         rows, bad = _json_events(json_lines)
@@ -453,6 +443,27 @@ def _time_outliers(ms: np.ndarray, stream: np.ndarray) -> np.ndarray:
     out[1:] |= edge_next[1:] & big & calm_before & np.r_[False, same[:-1]]
     bad[valid[out]] = True
     return bad
+
+
+def _take(results, line0, name, file_no, stats, fstat, json_lines, skipped_rows, parts, keep) -> int:
+    """Fold one block's range results into the totals; returns the number of the next block's first line."""
+    for r in results:
+        for k in ("lines", "other", "continuation", "blank"):
+            stats[k] += r[k]
+        fstat["lines"] += r["lines"]
+        json_lines.extend((n, line0 + i, raw) for n, i, raw in r["json"])
+        bad = r["bad"]
+        stats["skipped"] += len(bad)
+        fstat["skipped"] += len(bad)
+        for i, text in list(zip(bad, r["bad_text"]))[:max(0, keep - len(skipped_rows))]:
+            skipped_rows.append((name, line0 + int(i), text))
+        if r["part"] is not None:
+            r["part"]["line"] += line0
+            fstat["events"] += len(r["part"]["line"])
+            r["part"]["_file"] = np.full(len(r["part"]["line"]), file_no, dtype="float64")
+            parts.append(r["part"])
+        line0 += r["lines"]
+    return line0
 
 
 def _scan_file(data: bytes, name: str, stream: str, keep: int) -> list[dict]:

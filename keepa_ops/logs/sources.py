@@ -20,6 +20,9 @@ _ROTATION = re.compile(r"^(?P<base>.+?)(?:\.(?P<n>\d+)|\.(?P<date>\d{4}-\d{2}-\d
                        r"(?:\.gz)?$")
 
 
+BLOCK_SIZE = 64 << 20  # inflated bytes of a gzip parsed at a time
+
+
 @dataclass
 class Source:
     stream: str      # the rotated set it belongs to (base name)
@@ -27,25 +30,65 @@ class Source:
 
     def read(self) -> tuple[bytes, bool]:
         """The file's bytes (UTF-16 recoded to UTF-8), and whether it is a gzip that ended early."""
+        blocks = list(self.blocks(block_size=1 << 62))
+        return b"".join(b for b, _ in blocks), any(t for _, t in blocks)
+
+    def blocks(self, block_size: int = BLOCK_SIZE):
+        """The file as ``(bytes, truncated)`` blocks of whole lines, about ``block_size`` each.
+
+        A plain file is one block. A gzip is inflated as a stream, so memory follows the block
+        size, not the inflated size (a 2 MB gzip may inflate to gigabytes); ``truncated`` is
+        set on the last block of a gzip that ended early or is corrupt.
+        """
         try:
-            data, truncated = _read(self.path)
+            with open(self.path, "rb") as f:
+                if f.read(2) != b"\x1f\x8b":
+                    f.seek(0)
+                    yield _utf8(f.read()), False
+                    return
+                f.seek(0)
+                cr_only = None  # decided on the first block, as _utf8 decides it for a whole file
+                for block, truncated in _inflate(f, block_size):
+                    if cr_only is None:
+                        cr_only = b"\n" not in block and b"\r" in block
+                        block = _utf8(block)
+                    elif cr_only:
+                        block = block.replace(b"\r", b"\n")
+                    yield block, truncated
         except OSError as e:
             raise LogParseError(f"{self.path}: cannot be read ({e.strerror})") from None
-        return _utf8(data), truncated
 
 
-def _read(path: Path) -> tuple[bytes, bool]:
-    raw = path.read_bytes()
-    if not raw.startswith(b"\x1f\x8b"):
-        return raw, False
+
+def _inflate(f, block_size: int):
+    """A gzip file (one member or several) -> blocks of whole lines; the last may end mid-line.
+
+    The last block says whether the stream was truncated or corrupt: what came before is kept.
+    """
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    out = []
-    try:
-        out.append(d.decompress(raw))
-        out.append(d.flush())
-    except zlib.error:
-        return b"".join(out), True
-    return b"".join(out), not d.eof
+    started = False  # the current decompressor has been fed part of a member
+    buf = bytearray()
+    broken = False
+    while not broken:
+        raw = f.read(1 << 20)
+        if not raw:
+            break
+        while raw:
+            started = True
+            try:
+                buf += d.decompress(raw, max(1, block_size - len(buf)))
+            except zlib.error:
+                broken = True
+                break
+            raw = d.unconsumed_tail
+            if d.eof:  # the next member of a multi-member gzip, if any (the tail is then the same bytes)
+                raw = d.unused_data
+                d, started = zlib.decompressobj(16 + zlib.MAX_WBITS), False
+            if len(buf) >= block_size:
+                cut = buf.rfind(b"\n") + 1 or len(buf)
+                yield bytes(buf[:cut]), False
+                del buf[:cut]
+    yield bytes(buf), broken or (started and not d.eof)
 
 
 def _utf8(data: bytes) -> bytes:
