@@ -64,6 +64,11 @@ class Request:
         return f"Request({self.task!r}, cost={self.cost:g}, target={self.target:g}, since={self.since:g})"
 
 
+def promotion_time(req: Request, bound: float, rate: float) -> float:
+    """When a ``priority`` request is promoted: early enough that its target refills within ``bound``."""
+    return req.since + max(0.0, bound - req.target * 60.0 / rate)
+
+
 class Policy:
     name = "?"
 
@@ -132,8 +137,7 @@ class PriorityPolicy(Policy):
         self.bound = float(starvation_bound)
 
     def add(self, req, bucket):
-        fill = req.target * 60.0 / bucket.rate
-        req.promote_at = req.since + max(0.0, self.bound - fill)
+        req.promote_at = promotion_time(req, self.bound, bucket.rate)
         self.waiting.append(req)
 
     def _rank(self, r, now):

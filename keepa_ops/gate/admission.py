@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from ..core.policies import Policy
+from ..core.policies import Policy, promotion_time
 from .backends import GateUnavailable
-from .gate import MIN_POLL_S, Gate
+from .gate import Gate
 
 
 class SharedAdmission(Policy):
@@ -49,7 +49,7 @@ class SharedAdmission(Policy):
 
     def add(self, req, bucket):
         if self.name == "priority":  # when the gate will promote it (the engine logs a promotion then)
-            req.promote_at = req.since + max(0.0, self.bound - req.target * 60.0 / bucket.rate)
+            req.promote_at = promotion_time(req, self.bound, bucket.rate)
         req.wid = self._call("enqueue", req.task, req.cost)
         self.waiting.append(req)
         self._poll_at = -math.inf
@@ -78,7 +78,7 @@ class SharedAdmission(Policy):
                 r.wid = None
                 wake = now
             else:
-                wake = min(wake, now + max(x, MIN_POLL_S * self.gate.scale))
+                wake = min(wake, now + x)
         self._poll_at = min(wake, now + self.gate.poll_s * self.gate.scale)
         return None
 

@@ -174,27 +174,30 @@ class Gate:
         spec = self.config.tasks.get(task)
         return admission_target(self.policy, cost, spec.threshold if spec else 0.0)
 
-    def enqueue(self, task: str, cost: float) -> str:
+    def _request(self, task: str, cost: float) -> tuple:
+        """What the ledger needs of a request: task, cost and target (milli-tokens), priority, weight."""
         spec = self.config.tasks.get(task)
-        return self._op("enqueue", task, _mt(cost), _mt(self.target(task, cost)),
-                        spec.priority if spec else 1, spec.weight if spec else 1.0)
+        return (task, _mt(cost), _mt(self.target(task, cost)), spec.priority if spec else 1,
+                spec.weight if spec else 1.0)
+
+    def _wake_in(self, us: int) -> float:
+        """A ledger's wait (microseconds, -1: no estimate) as Keepa seconds, at least ``MIN_POLL_S`` real."""
+        return max(us / US, MIN_POLL_S * self.scale) if us >= 0 else math.inf
+
+    def enqueue(self, task: str, cost: float) -> str:
+        return self._op("enqueue", *self._request(task, cost))
 
     def ask(self, task: str, cost: float) -> tuple[str, str | float, float, str]:
         """``enqueue`` and ``poll`` in one backend step: ``poll``'s answer and the waiter's id."""
-        spec = self.config.tasks.get(task)
-        kind, x, bal, wid = self._op("ask", task, _mt(cost), _mt(self.target(task, cost)),
-                                     spec.priority if spec else 1, spec.weight if spec else 1.0, self.lease_us)
-        if kind == "wait":
-            x = x / US if x >= 0 else math.inf
-        return kind, x, self._remember(bal), wid
+        kind, x, bal, wid = self._op("ask", *self._request(task, cost), self.lease_us)
+        return kind, self._wake_in(x) if kind == "wait" else x, self._remember(bal), wid
 
     def poll(self, wid: str) -> tuple[str, str | float, float]:
-        """``("granted", lease, balance)``, ``("wait", seconds, balance)`` (seconds of Keepa time; inf: no
-        estimate) or ``("gone", 0, balance)`` (the waiter timed out of the queue: enqueue again)."""
+        """``("granted", lease, balance)``, ``("wait", seconds, balance)`` (seconds of Keepa time, at least
+        ``MIN_POLL_S`` real; inf: no estimate) or ``("gone", 0, balance)`` (the waiter timed out of the
+        queue: enqueue again)."""
         kind, x, bal = self._op("poll", wid, self.lease_us)
-        if kind == "wait":
-            x = x / US if x >= 0 else math.inf
-        return kind, x, self._remember(bal)
+        return kind, self._wake_in(x) if kind == "wait" else x, self._remember(bal)
 
     def settle(self, lease: str | None, answer) -> float:
         env, consumed = _envelope(answer)
@@ -232,7 +235,7 @@ class Gate:
                 if kind == "gone":
                     kind, x, _, wid = self.ask(task, cost)
                     continue
-                delay = min(self.poll_s, max(MIN_POLL_S, x / self.scale))
+                delay = min(self.poll_s, x / self.scale)
                 if timeout is not None:
                     left = timeout - (time.monotonic() - t0)
                     if left <= 0:

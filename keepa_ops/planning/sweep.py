@@ -211,10 +211,7 @@ def sweep(base, grid, hours: float = 168.0, workers: int | None = None, progress
         point = ", ".join(f"{k[4:]}={_plain(v)}" for k, v in first.filter(like="set:").items())
         raise ConfigError("grid", f"no point of the grid is valid ({len(df)} tried); the first ({point}) "
                           f"fails with {first['error']}")
-    if "valid" in df and df["valid"].any():
-        df["pareto"] = pareto_front(df)
-    else:
-        df["pareto"] = False
+    df["pareto"] = pareto_front(df)
     df.attrs["hours"] = hours
     df.attrs["notes"] = notes
     return df
