@@ -21,6 +21,21 @@ class ConfigError(KeepaOpsError, ValueError):
         super().__init__(msg)
 
 
+class AdmissionTimeout(KeepaOpsError, TimeoutError):
+    """The gate did not admit ``task`` within the caller's timeout.
+
+    ``retry_in``: real seconds until the gate predicts the task could be admitted (None: it
+    cannot say, e.g. a more urgent task is ahead with no estimate). ``waiter``: the place the
+    gate keeps for the task until then (``Gate.acquire(..., hold_place=True)``), to pass back
+    as ``resume=``; None when the place was given up.
+    """
+
+    def __init__(self, task: str, cost: float, waited_s: float, retry_in: float | None, waiter: str | None):
+        self.task, self.cost, self.waited_s, self.retry_in, self.waiter = task, cost, waited_s, retry_in, waiter
+        when = f"; predicted in {retry_in:.3g} s" if retry_in is not None else ""
+        super().__init__(f"{task}: not admitted for {cost:g} tokens within {waited_s:.3g} s{when}")
+
+
 class KeepaError(KeepaOpsError):
     """An error talking to Keepa (or the fake server)."""
 

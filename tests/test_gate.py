@@ -130,6 +130,63 @@ def test_a_waiter_that_stops_polling_leaves_the_queue(backend_url):
     assert gate.poll(dead)[0] == "gone"
 
 
+def test_a_parked_waiter_keeps_its_place_past_the_ttl_and_comes_back_ahead(backend_url):
+    """A Celery task that gives its pool process back (a retry) must not lose its turn: parked, it
+    outlives the TTL; resumed with another cost, it is still ahead of a waiter that came after it."""
+    gate = Gate.from_url(backend_url, cfg("priority", start=0), waiter_ttl=0.4)
+    first = gate.enqueue("bf", 50)
+    assert gate.park(first, 1.0)[0] == "parked"
+    time.sleep(0.6)                       # past the TTL, within the parked time
+    later = gate.enqueue("bf", 50)        # same task and priority, younger
+    assert gate.state()["waiters"] == 2
+    gate.settle(None, env(200, ts=1_000))
+    assert gate.poll(later)[0] == "wait"  # the parked one is still the head
+    kind, lease, _, wid = gate.ask("bf", 40, resume=first)
+    assert (kind, wid) != ("wait", first) and kind == "granted"
+    assert gate.state()["bal"] == pytest.approx(160_000, abs=20)  # charged the new cost, 40
+    assert gate.poll(later)[0] == "granted"
+
+
+def test_a_parked_waiter_that_never_comes_back_leaves_after_its_time_and_the_ttl(backend_url):
+    gate = Gate.from_url(backend_url, cfg("priority", start=0), waiter_ttl=0.3)
+    wid = gate.enqueue("up", 20)
+    gate.park(wid, 0.3)
+    time.sleep(0.8)
+    assert gate.state()["waiters"] == 0
+    assert gate.park(wid, 1.0)[0] == "gone"
+    assert gate.ask("up", 20, resume=wid)[3] != wid  # resuming a gone waiter queues a new one
+
+
+def test_a_resumed_waiter_keeps_its_age_so_its_promotion(backend_url):
+    """Aging survives the retry: a low-priority waiter resumed after its promotion time outranks an
+    urgent one that has just arrived, as it would have had it never left."""
+    gate = Gate.from_url(backend_url, cfg("priority", bound="1s", start=0), waiter_ttl=2.0)
+    old = gate.enqueue("bf", 50)          # bound 1 s: promoted at once (its fill time exceeds the bound)
+    gate.park(old, 0.5)
+    time.sleep(0.05)
+    urgent = gate.enqueue("up", 20)
+    gate.settle(None, env(100, ts=1_000))
+    assert gate.poll(urgent)[0] == "wait"
+    assert gate.ask("bf", 50, resume=old)[0] == "granted"
+
+
+def test_acquire_past_its_timeout_says_when_to_come_back_and_can_hold_the_place(backend_url):
+    gate = Gate.from_url(backend_url, cfg("priority", rate=60, start=0), waiter_ttl=0.3)
+    with pytest.raises(TimeoutError) as gone:
+        gate.acquire("up", 20, timeout=0.05)
+    assert gone.value.waiter is None and gate.state()["waiters"] == 0
+    with pytest.raises(TimeoutError) as held:
+        gate.acquire("up", 20, timeout=0.05, hold_place=True)
+    e = held.value
+    # 20 tokens at 60/min: about 20 s from an empty bucket, less what refilled while it waited
+    assert e.waiter is not None and 15 < e.retry_in <= 20.5 and e.task == "up" and e.cost == 20
+    time.sleep(0.5)                       # past the TTL: the place is held until the prediction
+    assert gate.state()["waiters"] == 1
+    gate.settle(None, env(30, ts=1_000, rate=60))
+    permit = gate.acquire("up", 20, resume=e.waiter, timeout=1.0)
+    assert gate.state()["waiters"] == 0 and permit.cost == 20
+
+
 def test_an_old_sqlite_bucket_comes_back_with_its_leases_expired(tmp_path):
     url = f"sqlite:///{tmp_path}/bucket.db"
     gate = Gate.from_url(url, cfg("greedy", start=200, timeout=0.1, retries=0))

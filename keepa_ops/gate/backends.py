@@ -1,7 +1,7 @@
 """Where a shared bucket's state lives: in this process, in an SQLite file, or in Redis.
 
 All three run the same ledger (``ledger.py``; ``ledger.lua`` in Redis) atomically on one
-small state and answer the same five operations. ``init`` is the state to create when
+small state and answer the same operations. ``init`` is the state to create when
 there is none yet: a new file, a flushed or restarted Redis.
 
 Invariants: one operation is one atomic step (a lock; one ``BEGIN IMMEDIATE``
@@ -29,7 +29,7 @@ class GateUnavailable(KeepaOpsError):
 
 
 class _Ops:
-    """The five operations, over ``_apply(fn, *args)`` which each backend makes atomic."""
+    """The operations, over ``_apply(fn, *args)`` which each backend makes atomic."""
 
     def enqueue(self, init, task, cost_mt, target_mt, priority, weight):
         return self._apply(init, ledger.enqueue, task, cost_mt, target_mt, priority, weight)
@@ -37,8 +37,11 @@ class _Ops:
     def poll(self, init, wid, lease_us):
         return self._apply(init, ledger.poll, wid, lease_us)
 
-    def ask(self, init, task, cost_mt, target_mt, priority, weight, lease_us):
-        return self._apply(init, ledger.ask, task, cost_mt, target_mt, priority, weight, lease_us)
+    def ask(self, init, task, cost_mt, target_mt, priority, weight, lease_us, resume=""):
+        return self._apply(init, ledger.ask, task, cost_mt, target_mt, priority, weight, lease_us, resume)
+
+    def park(self, init, wid, away_us):
+        return self._apply(init, ledger.park, wid, away_us)
 
     def settle(self, init, lid, tokens_left_mt, consumed_mt, timestamp_ms, rate_mt, refill_in_us):
         return self._apply(init, ledger.settle, lid, tokens_left_mt, consumed_mt, timestamp_ms, rate_mt,
@@ -190,9 +193,13 @@ class RedisBackend(_Ops):
         kind, a, bal, _ = self._call(init, "poll", wid, lease_us)
         return (kind, a if kind == "granted" else int(float(a)), bal)
 
-    def ask(self, init, task, cost_mt, target_mt, priority, weight, lease_us):
-        kind, a, bal, wid = self._call(init, "ask", task, cost_mt, target_mt, priority, weight, lease_us)
+    def ask(self, init, task, cost_mt, target_mt, priority, weight, lease_us, resume=""):
+        kind, a, bal, wid = self._call(init, "ask", task, cost_mt, target_mt, priority, weight, lease_us, resume)
         return (kind, a if kind == "granted" else int(float(a)), bal, wid)
+
+    def park(self, init, wid, away_us):
+        kind, a, bal, _ = self._call(init, "park", wid, away_us)
+        return (kind, int(float(a)), bal)
 
     def settle(self, init, lid, tokens_left_mt, consumed_mt, timestamp_ms, rate_mt, refill_in_us):
         return self._call(init, "settle", lid or "", tokens_left_mt, consumed_mt, timestamp_ms, rate_mt,

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..config import Config, load_config
 from ..core.policies import admission_target
-from ..errors import ConfigError, NotEnoughTokens
+from ..errors import AdmissionTimeout, ConfigError, NotEnoughTokens
 from ..keepa.wire import Envelope, Response
 from . import ledger
 from .backends import US, GateUnavailable, MemoryBackend, RedisBackend, SQLiteBackend
@@ -174,23 +174,35 @@ class Gate:
         spec = self.config.tasks.get(task)
         return admission_target(self.policy, cost, spec.threshold if spec else 0.0)
 
-    def _request(self, task: str, cost: float) -> tuple:
-        """What the ledger needs of a request: task, cost and target (milli-tokens), priority, weight."""
+    def _request(self, task: str, cost: float, priority: int | None = None) -> tuple:
+        """What the ledger needs of a request: task, cost and target (milli-tokens), priority, weight.
+
+        ``priority`` overrides the config's (a task the config does not name has priority 1)."""
         spec = self.config.tasks.get(task)
-        return (task, _mt(cost), _mt(self.target(task, cost)), spec.priority if spec else 1,
-                spec.weight if spec else 1.0)
+        if priority is None:
+            priority = spec.priority if spec else 1
+        return (task, _mt(cost), _mt(self.target(task, cost)), int(priority), spec.weight if spec else 1.0)
 
     def _wake_in(self, us: int) -> float:
         """A ledger's wait (microseconds, -1: no estimate) as Keepa seconds, at least ``MIN_POLL_S`` real."""
         return max(us / US, MIN_POLL_S * self.scale) if us >= 0 else math.inf
 
-    def enqueue(self, task: str, cost: float) -> str:
-        return self._op("enqueue", *self._request(task, cost))
+    def enqueue(self, task: str, cost: float, *, priority: int | None = None) -> str:
+        return self._op("enqueue", *self._request(task, cost, priority))
 
-    def ask(self, task: str, cost: float) -> tuple[str, str | float, float, str]:
-        """``enqueue`` and ``poll`` in one backend step: ``poll``'s answer and the waiter's id."""
-        kind, x, bal, wid = self._op("ask", *self._request(task, cost), self.lease_us)
+    def ask(self, task: str, cost: float, *, priority: int | None = None,
+            resume: str | None = None) -> tuple[str, str | float, float, str]:
+        """``enqueue`` and ``poll`` in one backend step: ``poll``'s answer and the waiter's id.
+
+        ``resume``: the id of a parked waiter of this task, which keeps its place and age."""
+        kind, x, bal, wid = self._op("ask", *self._request(task, cost, priority), self.lease_us, resume or "")
         return kind, self._wake_in(x) if kind == "wait" else x, self._remember(bal), wid
+
+    def park(self, wid: str, away_s: float) -> tuple[str, float, float]:
+        """Keep waiter ``wid`` in the queue, unpolled, for ``away_s`` real seconds (and the waiter TTL
+        after): ``("parked", seconds, balance)`` as ``poll`` would answer, or ``("gone", 0, balance)``."""
+        kind, x, bal = self._op("park", wid, int(max(0.0, away_s) * self.scale * US))
+        return kind, self._wake_in(x) if kind == "parked" else x, self._remember(bal)
 
     def poll(self, wid: str) -> tuple[str, str | float, float]:
         """``("granted", lease, balance)``, ``("wait", seconds, balance)`` (seconds of Keepa time, at least
@@ -224,32 +236,48 @@ class Gate:
         self.backend.close()
 
     # -- the library face -------------------------------------------------------------------------
-    def _admission(self, task: str, cost: float, timeout: float | None):
-        """Yields how long to sleep (real seconds) until admitted; returns the Permit. Withdraws on any exit."""
+    def _admission(self, task: str, cost: float, timeout: float | None, priority: int | None,
+                   resume: str | None, hold_place: bool):
+        """Yields how long to sleep (real seconds) until admitted; returns the Permit.
+
+        Withdraws the waiter on any exit, except a timeout with ``hold_place``: then the waiter is
+        parked until the predicted admission and ``AdmissionTimeout`` carries its id."""
         t0 = time.monotonic()
-        kind, x, _, wid = self.ask(task, cost)
+        kind, x, _, wid = self.ask(task, cost, priority=priority, resume=resume)
         try:
             while True:
                 if kind == "granted":
                     return Permit(self, task, cost, x, time.monotonic() - t0)
                 if kind == "gone":
-                    kind, x, _, wid = self.ask(task, cost)
+                    kind, x, _, wid = self.ask(task, cost, priority=priority)
                     continue
                 delay = min(self.poll_s, x / self.scale)
                 if timeout is not None:
                     left = timeout - (time.monotonic() - t0)
                     if left <= 0:
-                        raise TimeoutError(f"{task}: not admitted within {timeout:g} s")
+                        retry_in = x / self.scale if math.isfinite(x) else None
+                        if hold_place and self.park(wid, timeout if retry_in is None else retry_in)[0] == "parked":
+                            raise AdmissionTimeout(task, cost, time.monotonic() - t0, retry_in, wid)
+                        raise AdmissionTimeout(task, cost, time.monotonic() - t0, retry_in, None)
                     delay = min(delay, left)
                 yield max(delay, 0.0005)
                 kind, x, _ = self.poll(wid)
+        except AdmissionTimeout as e:
+            if e.waiter is None:
+                self.withdraw(wid)
+            raise
         except BaseException:
             self.withdraw(wid)
             raise
 
-    def acquire(self, task: str, cost: float, *, timeout: float | None = None) -> Permit:
-        """Block until ``task`` may spend ``cost`` tokens (``timeout``: real seconds, then ``TimeoutError``)."""
-        steps = self._admission(task, cost, timeout)
+    def acquire(self, task: str, cost: float, *, timeout: float | None = None, priority: int | None = None,
+                resume: str | None = None, hold_place: bool = False) -> Permit:
+        """Block until ``task`` may spend ``cost`` tokens.
+
+        ``timeout``: real seconds, then ``AdmissionTimeout`` (a ``TimeoutError``) with the predicted
+        admission; with ``hold_place`` the gate keeps the task's place until then, and the error's
+        ``waiter`` is passed back as ``resume`` by the retry. ``priority`` overrides the config's."""
+        steps = self._admission(task, cost, timeout, priority, resume, hold_place)
         try:
             while True:
                 time.sleep(next(steps))
@@ -258,9 +286,11 @@ class Gate:
         finally:
             steps.close()
 
-    async def acquire_async(self, task: str, cost: float, *, timeout: float | None = None) -> Permit:
+    async def acquire_async(self, task: str, cost: float, *, timeout: float | None = None,
+                            priority: int | None = None, resume: str | None = None,
+                            hold_place: bool = False) -> Permit:
         """``acquire`` for asyncio: waits with ``asyncio.sleep``; each backend step is one short call."""
-        steps = self._admission(task, cost, timeout)
+        steps = self._admission(task, cost, timeout, priority, resume, hold_place)
         try:
             while True:
                 await asyncio.sleep(next(steps))

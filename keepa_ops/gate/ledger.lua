@@ -151,9 +151,30 @@ if op == "enqueue" then
 elseif op == "poll" then
   out = poll(ARGV[3], tonumber(ARGV[4]))
 elseif op == "ask" then
-  local wid = enqueue(ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
+  local task, cost, target, prio, weight = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+  local resume = ARGV[9] or ""
+  refill(s, now); expire(s, now)
+  local w = nil
+  if resume ~= "" then w = s.waiters[resume] end
+  local wid
+  if w ~= nil and w[1] == task then
+    w[2], w[3], w[5], w[6] = cost, math.max(1, target), prio, weight
+    w[7] = w[4] + math.max(0, s.bound - fdiv(target * MINUTE_US, s.rate))
+    wid = resume
+  else
+    wid = enqueue(task, cost, target, prio, weight)
+  end
   out = poll(wid, tonumber(ARGV[8]))
   out[4] = wid
+elseif op == "park" then
+  refill(s, now); expire(s, now)
+  local w = s.waiters[ARGV[3]]
+  if w == nil then
+    out = {"gone", 0, s.bal}
+  else
+    w[9] = now + math.max(0, tonumber(ARGV[4])) + s.wttl
+    out = {"parked", next_change(s, now), s.bal}
+  end
 elseif op == "settle" then
   local lid, left, consumed, ts, rate = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
   local refill_in = tonumber(ARGV[8])

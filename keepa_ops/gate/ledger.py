@@ -22,7 +22,10 @@ Invariants (the same as ``core.policies`` and ``keepa.bucket``):
   the oldest request, at any positive balance;
 * a grant is a lease that ends at its deadline: a process killed mid-call leaves no
   reservation after it, and its debit stays until the next settle;
-* a waiter that has not polled for ``waiter_ttl`` leaves the queue;
+* a waiter that has not polled for ``waiter_ttl`` leaves the queue, unless it is parked: a
+  waiter whose client steps away for a known time (a Celery task that gives its pool process
+  back with a retry) keeps its place, its age and its rank until then plus ``waiter_ttl``;
+* a resumed waiter (``ask`` with ``resume``) keeps its place and age and takes the new cost;
 * the newest envelope (by Keepa's timestamp) sets the balance: ``tokensLeft`` less the
   leases still in flight; an older envelope only swaps its lease's estimate for what
   Keepa charged.
@@ -170,14 +173,37 @@ def poll(s: dict, now: int, wid: str, lease_us: int) -> tuple:
 
 
 def ask(s: dict, now: int, task: str, cost_mt: int, target_mt: int, priority: int, weight: float,
-        lease_us: int) -> tuple:
+        lease_us: int, resume: str = "") -> tuple:
     """``enqueue`` then ``poll`` in one step: an admission that need not wait costs one round trip.
 
-    Returns ``poll``'s answer, with the new waiter's id in place of the wake time when it waits.
+    ``resume``: a parked waiter of the same task, which comes back with this cost and target but keeps
+    its ``since`` (so its promotion) and its sequence number; if it is gone, a new waiter is queued.
+    Returns ``poll``'s answer, with the waiter's id in place of the wake time when it waits.
     """
-    wid = enqueue(s, now, task, cost_mt, target_mt, priority, weight)
+    refill(s, now)
+    expire(s, now)
+    w = s["waiters"].get(resume) if resume else None
+    if w is not None and w[0] == task:
+        w[1], w[2], w[4], w[5] = cost_mt, max(1, target_mt), priority, weight
+        w[6] = w[3] + max(0, s["bound"] - (target_mt * MINUTE_US) // s["rate"])
+        wid = resume
+    else:
+        wid = enqueue(s, now, task, cost_mt, target_mt, priority, weight)
     kind, x, bal = poll(s, now, wid, lease_us)
     return (kind, x, bal, wid)
+
+
+def park(s: dict, now: int, wid: str, away_us: int) -> tuple:
+    """Keep waiter ``wid`` queued without polling for ``away_us`` (then ``waiter_ttl`` more).
+
+    ``("parked", wake_in_us, bal)``, or ``("gone", 0, bal)`` if it already left the queue."""
+    refill(s, now)
+    expire(s, now)
+    w = s["waiters"].get(wid)
+    if w is None:
+        return ("gone", 0, s["bal"])
+    w[8] = now + max(0, away_us) + s["wttl"]
+    return ("parked", next_change(s, now), s["bal"])
 
 
 def settle(s: dict, now: int, lid: str | None, tokens_left_mt: int, consumed_mt: int, timestamp_ms: int,
