@@ -281,3 +281,44 @@ def test_stall_recommendation_is_operational(tmp_path):
     s = d.stalled[0]
     assert s["lock_held"] and s["skips_since"] > 10 and "clear update_recent_deals's lock" in s["fix"]
     assert d.recommendation["change"] == {}
+
+
+# Celery's own retry line, as a real Celery 5 worker writes it ("Retry in 600s", or with a float).
+def _celery_retry_log(path, comes_back: bool):
+    U, B = "keepa_deals.simple_task.update_recent_deals", "keepa_deals.backfiller.backfill_deals"
+    lines = ["[2026-02-04 10:00:00,000: INFO/MainProcess] celery@host ready.",
+             f"[2026-02-04 10:00:01,000: INFO/MainProcess] Task {B}[b1] received",
+             "[2026-02-04 10:00:01,100: INFO/ForkPoolWorker-1] --- Task: backfill_deals started ---",
+             f"[2026-02-04 10:00:02,000: INFO/MainProcess] Task {U}[u1] received",
+             "[2026-02-04 10:00:02,100: INFO/ForkPoolWorker-2] --- Task: update_recent_deals started (Version: 1) ---",
+             f"[2026-02-04 10:00:02,300: INFO/ForkPoolWorker-2] Task {U}[u1] retry: Retry in 600.5s"]
+    t = 10 * 60
+    for k in range(24):  # the backfill spends every 5 min for two hours, saving each batch
+        m = t + 300 * k
+        ts = f"2026-02-04 {10 + m // 3600:02d}:{m // 60 % 60:02d}:{m % 60:02d}"
+        lines += [f"[{ts},000: INFO/ForkPoolWorker-1] Batch API call successful. Tokens consumed: 25. Tokens left: 5",
+                  f"[{ts},100: INFO/ForkPoolWorker-1] --- Backfill state saved. Page: 0, Chunk: {k + 1} ---"]
+        if comes_back and k == 2:
+            lines += [f"[{ts},200: INFO/MainProcess] Task {U}[u1] received",
+                      f"[{ts},300: INFO/ForkPoolWorker-3] --- Task: update_recent_deals started (Version: 1) ---",
+                      f"[{ts},400: INFO/ForkPoolWorker-3] Batch API call successful. Tokens consumed: 20. Tokens left: 0",
+                      f"[{ts},500: INFO/ForkPoolWorker-3] Step 6 Complete: Successfully upserted/updated 1 rows.",
+                      f"[{ts},600: INFO/ForkPoolWorker-3] --- Task: update_recent_deals finished ---",
+                      f"[{ts},700: INFO/ForkPoolWorker-3] Task {U}[u1] succeeded in 0.4s: None"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_celery_retry_is_a_wait_until_the_task_runs_again(tmp_path):
+    p = parse_logs(_celery_retry_log(tmp_path / "w.log", comes_back=True))
+    d = diagnose(p)
+    assert d.verdict == "healthy", d.evidence
+    w = p.waits()
+    retried = w[(w["task"] == "update_recent_deals") & (w["ended_by"] == "retried")]
+    assert len(retried) == 1 and retried["duration_s"].iloc[0] == pytest.approx(1198.1, abs=1)
+
+
+def test_a_celery_retry_that_never_runs_is_a_stall(tmp_path):
+    d = diagnose(parse_logs(_celery_retry_log(tmp_path / "w.log", comes_back=False)))
+    assert d.verdict == "stall" and "update_recent_deals" in [s["task"] for s in d.stalled], d.evidence
+    assert any("retry" in line and "never ran" in line for line in d.evidence)

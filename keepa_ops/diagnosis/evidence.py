@@ -26,8 +26,7 @@ import pandas as pd
 
 from .rate import refill_rate
 from .readings import waited_target
-from .runs import attribute, is_backfill
-from .runs import SILENT_MIN_S
+from .runs import SILENT_MIN_S, TOKEN_TASKS as KEEPA_TASKS, attribute, is_backfill
 from .waits import wait_intervals
 
 TOKEN_EVENTS = {"wait", "heartbeat", "grant", "spend", "abort", "429"}
@@ -147,7 +146,9 @@ def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
     keepa_balance = pd.DataFrame({"time": kb["time"], "balance": kb["tokens_left"],
                                   "where": [f"{s}:{int(ln)}" for s, ln in zip(kb["source"], kb["line"])]})
     start, end = (ev["time"].min(), ev["time"].max()) if len(ev) else (None, None)
-    names = sorted(set(ev.loc[ev["event"].isin(TOKEN_EVENTS), "task"].dropna().astype(str)))
+    # a task that only waits in Celery retries (its calls gated elsewhere) is ours if it is a Keepa task
+    retried = set(ev.loc[ev["event"] == "retry", "task"].dropna().astype(str)) & KEEPA_TASKS
+    names = sorted(set(ev.loc[ev["event"].isin(TOKEN_EVENTS), "task"].dropna().astype(str)) | retried)
     cols = ["task", "start", "end", "duration_s", "aborts", "where"]
     hungry = pd.DataFrame([h for n in names for h in _stretches(n, ev, waits, saved, bound_s, True)], columns=cols)
     unsaved = pd.DataFrame([h for n in names for h in _stretches(n, ev, waits, saved, bound_s, False)],
@@ -183,6 +184,14 @@ def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
     return ev_info
 
 
+def _retry_comeback_s(runs: pd.DataFrame, task: str) -> float:
+    """The longest this task's retried runs took to run again (0 if none did)."""
+    mine = runs[(runs["task"] == task) & (runs["ended_by"] != "skip")].sort_values("start")
+    ends, starts, how = mine["end"].tolist(), mine["start"].tolist(), mine["ended_by"].tolist()
+    gaps = [(starts[i + 1] - ends[i]).total_seconds() for i in range(len(mine) - 1) if how[i] == "retry"]
+    return max(gaps, default=0.0)
+
+
 def _stalls(evd: Evidence, att) -> list:
     """Tasks that are dead at the end of the log, not waiting (see the module doc)."""
     runs = att.runs
@@ -200,6 +209,12 @@ def _stalls(evd: Evidence, att) -> list:
             since = last["end"]
             how = {"died": f"its process {last['process']} died ({last['end_where'] or 'WorkerLostError'})",
                    "restart": f"the worker restarted under it ({last['end_where']})"}[last["ended_by"]]
+        elif last["ended_by"] == "retry":   # it comes back after its countdown, or as late as its retries do
+            said = last["retry_in"] if pd.notna(last["retry_in"]) else 0.0
+            due = last["end"] + pd.Timedelta(seconds=max(_retry_comeback_s(runs, name), float(said)))
+            if (log_end - due).total_seconds() >= max(STALL_MIN_S, SILENT_MIN_S):
+                since = due
+                how = f"its retry, due at {due}, never ran ({last['end_where']})"
         elif last["ended_by"] == "open" and last["silent"]:
             since = last["last"]
             how = f"its run on {last['process'] or 'the worker'} went silent after {last['where']}"

@@ -1,7 +1,8 @@
 """Runs: which execution of which task each token line belongs to.
 
 A *run* is one task on one pool process, from its start until its own finish (the task's
-``finished`` line or Celery's ``succeeded``/``failed``/``raised``), its process's death
+``finished`` line or Celery's ``succeeded``/``failed``/``raised``), Celery's ``retry`` (the
+execution gives its process back and comes again after the countdown, as a new run), its process's death
 (``Process 'ForkPoolWorker-N' ... exited``), a worker restart, or the next task that
 process starts. A duplicate that finds the task's lock held (``is already running``) is
 a *skip* of that task, never the end of the run that holds the lock.
@@ -65,7 +66,7 @@ class Run:
     where: str                  # file:line of its first line
     started_in_log: bool        # False: its start was before the log (or its rotation) began
     end: pd.Timestamp | None = None
-    ended_by: str = "open"      # finished | died | restart | superseded | open
+    ended_by: str = "open"      # finished | retry | died | restart | superseded | open
     last: pd.Timestamp | None = None
     end_where: str | None = None
     last_target: float | None = None
@@ -166,7 +167,7 @@ def attribute(events: pd.DataFrame) -> Attribution:
             r.last_target = targets[i]
         if kinds[i] in ("wait", "heartbeat"):
             r.waiting = targets[i] == targets[i] or r.waiting
-        elif kinds[i] in ("grant", "spend", "abort", "run_finish"):
+        elif kinds[i] in ("grant", "spend", "abort", "run_finish", "retry"):
             r.waiting = False
         if kinds[i] in BACKFILL_EVENTS:
             r.hints.add("backfill")
@@ -212,6 +213,14 @@ def attribute(events: pd.DataFrame) -> Attribution:
                     take(cur, i)
                     close(cur, i, "skip" if cur.ended_by == "skip" else "finished")
                     del on_process[key]
+            elif e == "retry":
+                if cur is not None:
+                    if cur.task is None:
+                        cur.task = task
+                    take(cur, i)
+                    cur.announced = waits[i] if waits[i] == waits[i] else None
+                    close(cur, i, "retry")
+                    del on_process[key]
             else:
                 if cur is None:
                     cur = on_process[key] = open_run(i, st, proc, task, in_log=False)
@@ -244,8 +253,10 @@ def attribute(events: pd.DataFrame) -> Attribution:
             take(cur, i)
             if e in BACKFILL_EVENTS:
                 saves.setdefault(cur.id, []).append(times[i])
-            if e == "run_finish":
-                close(cur, i, "finished")
+            if e in ("run_finish", "retry"):
+                if e == "retry":
+                    cur.announced = waits[i] if waits[i] == waits[i] else None
+                close(cur, i, "finished" if e == "run_finish" else "retry")
                 del open_[task]
             continue
         cands = list(open_.values())
@@ -337,9 +348,10 @@ def attribute(events: pd.DataFrame) -> Attribution:
     table = pd.DataFrame([{
         "run": r.id, "stream": r.stream, "process": r.process, "task": r.task, "start": r.start, "end": r.end,
         "last": r.seen, "ended_by": r.ended_by, "where": r.where, "end_where": r.end_where,
-        "started_in_log": r.started_in_log, "silent": r.silent} for r in runs],
+        "started_in_log": r.started_in_log, "silent": r.silent, "retry_in": r.announced if r.ended_by == "retry"
+        else None} for r in runs],
         columns=["run", "stream", "process", "task", "start", "end", "last", "ended_by", "where", "end_where",
-                 "started_in_log", "silent"])
+                 "started_in_log", "silent", "retry_in"])
     sk = pd.DataFrame(skips, columns=["time", "task", "stream", "where"])
     return Attribution(ev, table, sk, ambiguous, unattributed, inferred, runs, stream_end)
 

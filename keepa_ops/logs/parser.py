@@ -111,9 +111,10 @@ TEMPLATES = [
     T("worker: ", "worker_stop", (("worker_stop", "worker: {:word} shutdown"),), strict=False),
     T("Received task: ", "celery_task", (("received", "Received task: {task:dotted}[{:id}]"),), strict=False),
     # Celery's own task lines; "Task ..." that is not one of them is an ordinary line.
+    # A retry ends the execution on its process; the run comes back after its countdown ("Retry in 5.7s").
     T("Task ", "celery_task", tuple((ev, f"Task {{task:dotted}}[{{:id}}] {what}") for ev, what in (
-        ("received", "received"), ("run_finish", "succeeded"), ("run_finish", "raised"), ("abort", "retry"),
-        ("run_finish", "failed"))), strict=False),
+        ("received", "received"), ("run_finish", "succeeded"), ("run_finish", "raised"),
+        ("retry", "retry: Retry in {wait}s"), ("retry", "retry"), ("run_finish", "failed"))), strict=False),
 ]
 del T
 
@@ -136,7 +137,7 @@ _FROM_FIELD = {"balance": "balance", "target": "target", "wait": "wait", "cost":
                "tokens_left": "left", "refill_rate": "rate", "items": "items", "threshold": "threshold"}
 
 # Events and template kinds travel as small integer codes until the frame is built.
-EVENT_NAMES = sorted({ev for t in TEMPLATES for ev, _ in t.variants} | {"skip", "run_finish", "abort"})
+EVENT_NAMES = sorted({ev for t in TEMPLATES for ev, _ in t.variants} | {"skip", "run_finish", "abort", "retry"})
 KIND_NAMES = list(dict.fromkeys([t.kind for t in TEMPLATES] + ["keepa_ops"]))
 _KIND = {name: i for i, name in enumerate(KIND_NAMES)}
 PROGRAM = scanner.Program(TEMPLATES, KIND_NAMES, EVENT_NAMES)
