@@ -1,11 +1,10 @@
 """The Backfiller: pages through the deal history, 5 products at a time, resumable (``keepa_deals.backfiller``)."""
 import logging
-import math
 
 from keepa_ops.celery import GatedTask
 
-from . import clock, db, keepa_api, locks, token_manager
-from .calls import GATED, Retry, tokens
+from . import db, keepa_api, locks, token_manager
+from .calls import GATED, tokens
 from .celery_app import app
 
 log = logging.getLogger(__name__)
@@ -16,12 +15,9 @@ _pages: dict = {}      # the history pages this process has fetched
 
 @app.task(bind=True, base=GatedTask, name="keepa_deals.backfiller.backfill_deals", keepa_priority=2)
 def backfill_deals(self):
-    owner = self.request.id or "direct"
-    if not locks.take("backfill_deals", owner):
-        log.info("--- Task: backfill_deals is already running. Skipping execution. ---")
-        return
-    keep_lock = False
-    try:
+    with locks.one_run(self, "backfill_deals") as mine:
+        if not mine:
+            return
         log.info("--- Task: backfill_deals started ---")
         c = db.connect()
         page, chunk = int(db.get(c, "backfill_page", "0")), int(db.get(c, "backfill_chunk", "0"))
@@ -50,12 +46,3 @@ def backfill_deals(self):
             db.store(c, "backfill_deals", [(d["asin"], d["lastUpdate"], prices.get(d["asin"])) for d in deals],
                      prod["timestamp"] / 1000.0, {"backfill_page": page, "backfill_chunk": chunk})
             log.info("--- Backfill state saved. Page: %d, Chunk: %d ---", page, chunk)
-    except Retry:
-        keep_lock = True          # the retry is this run, coming back: it keeps the lock
-        raise
-    except keepa_api.TokensExhausted:
-        keep_lock = True
-        raise self.retry(countdown=clock.real(60), max_retries=math.inf) from None
-    finally:
-        if not keep_lock:
-            locks.give_back("backfill_deals", owner)

@@ -1,13 +1,12 @@
 """The Upserter: new deals since the watermark, every minute (``keepa_deals.simple_task``)."""
 import json
 import logging
-import math
 from datetime import datetime, timezone
 
 from keepa_ops.celery import GatedTask
 
 from . import clock, db, keepa_api, locks, token_manager
-from .calls import GATED, Retry, tokens
+from .calls import GATED, tokens
 from .celery_app import app
 
 log = logging.getLogger(__name__)
@@ -24,11 +23,9 @@ def iso(km: int) -> str:
 @app.task(bind=True, base=GatedTask, name="keepa_deals.simple_task.update_recent_deals", keepa_priority=1)
 def update_recent_deals(self):
     owner = self.request.id or "direct"
-    if not locks.take("update_recent_deals", owner, keepa_seconds=3600):
-        log.info("--- Task: update_recent_deals is already running. Skipping execution. ---")
-        return
-    keep_lock = False
-    try:
+    with locks.one_run(self, "update_recent_deals", keepa_seconds=3600) as mine:
+        if not mine:
+            return
         log.info("--- Task: update_recent_deals started (Version: %s) ---", VERSION)
         c = db.connect()
         wm = db.get(c, "watermark")
@@ -70,12 +67,3 @@ def update_recent_deals(self):
             log.info("Step 6 Complete: Successfully upserted/updated %d rows.", n)
             log.info("Successfully updated watermark to %s", iso(wm))
         log.info("--- Task: update_recent_deals finished ---")
-    except Retry:
-        keep_lock = True          # the retry is this run, coming back: it keeps the lock
-        raise
-    except keepa_api.TokensExhausted:
-        keep_lock = True
-        raise self.retry(countdown=clock.real(60), max_retries=math.inf) from None
-    finally:
-        if not keep_lock:
-            locks.give_back("update_recent_deals", owner)

@@ -9,24 +9,14 @@ every time and the Upserter starves. (The code waited for target + 5, as product
 Kept as it was, races included: this is the system being diagnosed, not a model of a good one.
 """
 import logging
-import os
-
-import redis
 
 from . import clock, keepa_api
+from .locks import client as _r
 
 log = logging.getLogger(__name__)
 REFILL_PER_MINUTE = 5.0
 CAPACITY = 300.0
 _KEY = "keepa_deals:tokens"
-_redis = None
-
-
-def _r():
-    global _redis
-    if _redis is None:
-        _redis = redis.Redis.from_url(os.environ["KEEPA_DEALS_REDIS"])
-    return _redis
 
 
 def _estimate() -> float:
