@@ -272,3 +272,30 @@ def test_a_sweep_number_predicts_the_live_run(tmp_path):
         assert s["items"] > 20 and s["tokens_spent"] > 400
         assert live[name]["items"] == pytest.approx(s["items"], rel=0.05), name
         assert live[name]["tokens_spent"] == pytest.approx(s["tokens_spent"], rel=0.05), name
+
+
+def test_a_key_in_the_environment_alone_never_reaches_real_keepa_from_the_pipeline(tmp_path, monkeypatch):
+    monkeypatch.setenv("KEEPA_API_KEY", SECRET)
+    r = run_live(write(tmp_path, CRASH_CFG), tmp_path / "d.sqlite", duration=120, speed=120, fake_unless_url=True,
+                 install_signals=False)
+    assert r.embedded and r.keepa_url.startswith("http://127.0.0.1:")
+
+
+def test_a_sped_up_clock_is_refused_against_a_server_that_is_not_a_fake_at_that_speed(tmp_path, monkeypatch, capsys):
+    from keepa_ops.cli import main
+
+    monkeypatch.setenv("KEEPA_API_KEY", SECRET)
+    cfg = write(tmp_path, CRASH_CFG)
+    slow = FakeKeepa(5, speed=1.0)
+    fast = FakeKeepa(5, speed=120.0)
+    try:
+        args = ["run", "--config", str(cfg), "--db", str(tmp_path / "d.sqlite"), "--duration", "2m"]
+        assert main(args + ["--keepa-url", slow.serve(), "--speed", "120"]) == 2
+        err = capsys.readouterr().err
+        assert "--speed 120" in err and "runs at 1x" in err and "Traceback" not in err and SECRET not in err
+        assert main(args + ["--keepa-url", "http://127.0.0.1:9", "--speed", "120"]) == 2  # nothing there at all
+        assert "not a fake Keepa" in capsys.readouterr().err
+        assert main(args + ["--keepa-url", fast.serve(), "--speed", "120"]) == 0
+    finally:
+        slow.shutdown()
+        fast.shutdown()

@@ -196,7 +196,7 @@ class FakeKeepa:
             el = self._elapsed()
             return {
                 "now_unix": self.now(), "now_keepa_minutes": unix_to_keepa_minutes(self.now()),
-                "refill_per_minute": self.rate,
+                "refill_per_minute": self.rate, "speed": self.speed,
                 "tokens": {f"key#{self._key_ids[k]}": math.floor(b.balance(el)) for k, b in self.buckets.items()},
                 "calls": dict(self.stats["calls"]), "refused": self.stats["refused"],
                 "charged": {f"key#{self._key_ids[k]}": v for k, v in self.stats["charged"].items()},

@@ -87,18 +87,42 @@ class _Sink:
         self.progress(row)
 
 
+def _check_fake_speed(url: str, speed: float) -> None:
+    """A clock ``speed`` times faster is only for a fake Keepa that runs at that speed (it says so)."""
+    import requests
+
+    said = None
+    try:
+        r = requests.get(url.rstrip("/") + "/__fake__/report", timeout=5)
+        if r.status_code == 200:
+            said = float(r.json().get("speed"))
+    except (requests.RequestException, ValueError, TypeError, AttributeError):
+        said = None
+    if said != float(speed):
+        raise KeepaOpsError(f"--speed {speed:g} runs the clock {speed:g}x faster, but {url} is not a fake Keepa "
+                            f"running at that speed" + (f" (it runs at {said:g}x)" if said else "") +
+                            ". Fix: drop --speed (real Keepa runs at 1x), or start the fake with the same --speed.")
+
+
 def run_live(config, db, *, keepa_url: str | None = None, duration: float | None = None,
              speed: float = 1.0, events_path=None, progress=sys.stderr, install_signals: bool = True,
-             fake: FakeKeepa | None = None, bucket: str | None = None, tasks=None) -> LiveResult:
+             fake: FakeKeepa | None = None, bucket: str | None = None, tasks=None,
+             fake_unless_url: bool = False) -> LiveResult:
     """Run ``config`` live until ``duration`` Keepa-seconds pass or a signal arrives.
 
     ``bucket`` (a URL: ``sqlite:///path`` or ``redis://host:port/db``) shares the key's bucket
     and policy with every other process on it; ``tasks`` runs only those tasks of the config.
+    ``fake_unless_url``: only ``keepa_url`` can name a real Keepa; without it the embedded fake
+    runs, whatever key the environment holds (the pipeline's rule: a report never spends tokens
+    by accident). A ``speed`` other than 1 is refused against a server that is not a fake
+    Keepa running at that speed.
     """
     full = load_config(config)
     cfg = full.only_tasks(tasks) if tasks else full
     key = ApiKey.from_env(cfg.keepa.key_file)
     url = keepa_url or cfg.keepa.url
+    if fake_unless_url and keepa_url is None:
+        url, key = None, None
     embedded = False
     if url is None and key is None:
         if fake is None:
@@ -111,6 +135,8 @@ def run_live(config, db, *, keepa_url: str | None = None, duration: float | None
                             "(or omit the URL to use the embedded fake Keepa).")
     elif url is None:
         url = DEFAULT_URL
+    if not embedded and fake is None and speed != 1:
+        _check_fake_speed(url, speed)
 
     clock = RealClock(speed)
     gate = store = None
