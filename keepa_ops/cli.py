@@ -277,7 +277,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="keepa-ops", description=__doc__.splitlines()[0])
+    from . import __version__
+
+    p = _Parser(prog="keepa-ops", description=__doc__.splitlines()[0].replace("``", ""))
+    p.add_argument("--version", action="version", version=f"keepa-ops {__version__}")
     sub = p.add_subparsers(dest="verb", required=True)
 
     s = sub.add_parser("simulate", help="run a config in virtual time")

@@ -1,5 +1,7 @@
-"""environment.yml (for conda users) must stay consistent with pyproject.toml."""
+"""Packaging: environment.yml (for conda users) stays consistent with pyproject.toml; the command answers --version and python -m."""
 import re
+import subprocess
+import sys
 import tomllib
 
 import yaml
@@ -37,3 +39,12 @@ def test_environment_yml_matches_pyproject():
 def test_console_script_is_declared():
     py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert py["scripts"]["keepa-ops"] == "keepa_ops.cli:main"
+
+
+def test_version_and_python_m_keepa_ops():
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    out = subprocess.run([sys.executable, "-m", "keepa_ops", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == f"keepa-ops {version}"
+    help_ = subprocess.run([sys.executable, "-m", "keepa_ops", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert help_.returncode == 0 and "usage: keepa-ops" in help_.stdout
+    assert "``" not in help_.stdout  # no reStructuredText in the top-level help
