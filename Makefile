@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg
+NBVAL := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 .PHONY: run test lab bench clean
 

@@ -1,8 +1,11 @@
 """Packaging: environment.yml (for conda users) stays consistent with pyproject.toml; the command answers --version and python -m."""
+import json
+import os
 import re
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import yaml
 
@@ -48,3 +51,47 @@ def test_version_and_python_m_keepa_ops():
     help_ = subprocess.run([sys.executable, "-m", "keepa_ops", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert help_.returncode == 0 and "usage: keepa-ops" in help_.stdout
     assert "``" not in help_.stdout  # no reStructuredText in the top-level help
+
+
+def test_a_wheel_in_a_fresh_venv_runs_the_pipeline_from_any_directory(tmp_path):
+    """pip install keepa-ops[notebooks] and `keepa-ops pipeline --out DIR` elsewhere: the notebooks
+    and sample data come from the installed package, and every file lands under DIR."""
+    import site
+    import sysconfig
+
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                    str(wheels), str(ROOT)], check=True, capture_output=True, cwd=tmp_path)
+    wheel = next(wheels.glob("keepa_ops-*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    # the dependencies from this environment, behind the venv's own site-packages (the wheel's keepa_ops wins)
+    deps = [p for p in site.getsitepackages() + [sysconfig.get_paths()["purelib"]] if Path(p).is_dir()]
+    Path(purelib, "deps.pth").write_text("\n".join(dict.fromkeys(deps)) + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", str(wheel)],
+                   check=True, capture_output=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
+    env["JUPYTER_PATH"] = str(Path(sys.prefix) / "share" / "jupyter")  # the dependencies' data files (nbconvert's templates)
+    where = subprocess.run([str(py), "-c", "import keepa_ops; print(keepa_ops.__file__)"], capture_output=True,
+                           text=True, cwd=elsewhere, env=env)
+    assert where.stdout.startswith(purelib), where.stdout + where.stderr
+    version = subprocess.run([str(venv / "bin" / "keepa-ops"), "--version"], capture_output=True, text=True,
+                             cwd=elsewhere, env=env)
+    assert version.returncode == 0 and version.stdout.startswith("keepa-ops ")
+    assert subprocess.run([str(py), "-m", "keepa_ops", "--help"], capture_output=True, cwd=elsewhere,
+                          env=env).returncode == 0
+    out = subprocess.run([str(venv / "bin" / "keepa-ops"), "pipeline", "--out", "DIR/run", "--hours", "12",
+                          "--duration", "20m"], capture_output=True, text=True, cwd=elsewhere, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["DIR"]  # nothing outside DIR
+    run = elsewhere / "DIR" / "run"
+    for step in ("01_parse_logs", "02_diagnose_starvation", "03_sweep", "04_run_schedule"):
+        assert (run / f"{step}.html").exists() and any((run / step).iterdir()), step
+    assert (run / "04_run_schedule" / "deals.sqlite").exists()
+    assert json.loads((run / "run.json").read_text())["verdict"] == "starvation"

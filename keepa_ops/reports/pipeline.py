@@ -20,10 +20,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import KeepaOpsError
+from . import bundled
+from .bundled import STEPS
 
-ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOK_DIR = ROOT / "notebooks"
-STEPS = ("01_parse_logs", "02_diagnose_starvation", "03_sweep", "04_run_schedule")
+NOTEBOOK_DIR = bundled.notebook(STEPS[0]).parent  # package data: the pipeline runs from any directory
 RENDERER = "plotly_mimetype+notebook"  # plotly.js inline in the first figure's output: offline HTML
 _CDN_TRAITS = ("require_js_url", "mathjax_url", "jquery_url", "mermaid_js_url", "mermaid_layout_elk_js_url",
                "widget_renderer_url", "jupyter_widgets_base_url")
@@ -98,13 +98,13 @@ def run_pipeline(logs=None, out=None, config=None, grid=None, hours: float = 168
     from nbclient.exceptions import CellTimeoutError
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    # absolute: papermill runs each notebook in notebooks/, so a relative path would land there
+    # every path absolute, and each notebook runs in the run folder: nothing lands anywhere else
     out = (Path(out) if out else Path("runs") / stamp).resolve()
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = out.parent
-    logs = [str(Path(p).resolve()) for p in (logs or [ROOT / "data" / "sample_logs"])]
+    logs = [str(Path(p).resolve()) for p in (logs or [bundled.data("sample_logs")])]
     config = str(Path(config).resolve()) if config else None
-    grid = str(Path(grid or ROOT / "data" / "pipeline_grid.yaml").resolve())
+    grid = str(Path(grid or bundled.data("pipeline_grid.yaml")).resolve())
     os.environ["PLOTLY_RENDERER"] = RENDERER
     run = PipelineRun(out)
     dirs = {s: out / s for s in STEPS}
@@ -125,10 +125,13 @@ def run_pipeline(logs=None, out=None, config=None, grid=None, hours: float = 168
             rec = {"step": step, "notebook": str(executed), "output_dir": str(dirs[step])}
             run.steps.append(rec)
             try:
-                pm.execute_notebook(str(NOTEBOOK_DIR / f"{step}.ipynb"), str(executed),
+                pm.execute_notebook(str(bundled.notebook(step)), str(executed),
                                     parameters={**params[step], "output_dir": str(dirs[step])},
-                                    kernel_name=kernel, cwd=str(NOTEBOOK_DIR), progress_bar=False,
-                                    execution_timeout=max(1, math.ceil(cell_timeout)))
+                                    kernel_name=kernel, cwd=str(out), progress_bar=False,
+                                    execution_timeout=max(1, math.ceil(cell_timeout)),
+                                    # the kernel's own warnings (e.g. "running over TCP without encryption"
+                                    # on loopback) are not the step's: they only look like errors
+                                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
                 size_mb = executed.stat().st_size / 1e6
                 if size_mb > MAX_NOTEBOOK_MB:
                     raise _TooLarge(f"the executed notebook is {size_mb:.0f} MB, above {MAX_NOTEBOOK_MB} MB")
