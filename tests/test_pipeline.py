@@ -111,3 +111,19 @@ def test_a_cell_past_its_time_limit_stops_the_pipeline_with_one_line(tmp_path):
     assert "\n" not in str(e.value) and "CellTimeoutError: a cell ran longer than 1 s" in str(e.value)
     summary = json.loads((tmp_path / "run" / "run.json").read_text())
     assert summary["outcome"] == "failed"
+
+
+@pytest.mark.parametrize("step", ["01_parse_logs", "02_diagnose_starvation", "03_sweep", "04_run_schedule"])
+def test_papermill_infers_a_type_for_every_parameter(step):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from keepa_ops.reports import bundled
+
+    papermill = Path(sys.executable).parent / "papermill"
+    out = subprocess.run([str(papermill), "--help-notebook", str(bundled.notebook(step))], capture_output=True,
+                         text=True)
+    lines = [ln for ln in out.stdout.splitlines() if re.match(r"  \w+: ", ln)]
+    assert out.returncode == 0 and lines, out.stdout + out.stderr
+    assert not any("Unknown type" in ln for ln in lines), lines
