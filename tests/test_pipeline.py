@@ -127,3 +127,25 @@ def test_papermill_infers_a_type_for_every_parameter(step):
     lines = [ln for ln in out.stdout.splitlines() if re.match(r"  \w+: ", ln)]
     assert out.returncode == 0 and lines, out.stdout + out.stderr
     assert not any("Unknown type" in ln for ln in lines), lines
+
+
+def test_every_report_draws_its_figures_in_a_real_browser_offline(run):
+    """Each report in headless Chromium, the network blocked: every plotly figure drew, the console
+    is silent, nothing was fetched from the network, no code shows, and the diagnosis opens with
+    its verdict."""
+    from tests.browser import render
+
+    for step in STEPS:
+        page = run.out / f"{step}.html"
+        dom, console, urls = render(page)
+        figures = re.findall(r'<div[^>]*class="(plotly-graph-div[^"]*)"', dom)
+        assert figures, f"{step}: no figure"
+        assert all("js-plotly-plot" in c for c in figures), f"{step}: a figure did not draw"
+        assert dom.count('class="main-svg"') >= len(figures), step
+        assert console == [], f"{step}: {console[:3]}"
+        assert urls == [], f"{step} asked the network for {urls[:3]}"
+        assert not re.search(r'class="[^"]*(jp-CodeMirrorEditor|highlight hl-ipython)', dom), f"{step} shows code"
+    text = re.sub(r"<[^>]+>", " ", render(run.out / "02_diagnose_starvation.html")[0])
+    first = " ".join(text.split()).split("Same step in a shell:", 1)[1]
+    verdict = json.loads((run.out / "02_diagnose_starvation" / "diagnosis.json").read_text())["verdict"]
+    assert f"Verdict: {verdict}." in first[:200], first[:300]  # the first lines after the title

@@ -14,23 +14,20 @@ OFFLINE_RENDERER = "plotly_mimetype+keepa_offline"
 
 
 def use_offline_renderer() -> str:
-    """Make ``fig.show()`` emit the plotly mimetype (JupyterLab) plus self-contained HTML.
+    """Make ``fig.show()`` emit the plotly mimetype (JupyterLab) plus an HTML snippet.
 
-    The HTML carries plotly.js inline with the first figure of the session and loads
-    nothing from a CDN (plotly's own notebook renderer fetches MathJax from one), so an
-    executed notebook converted to HTML reads offline.
+    The snippet carries no plotly.js and loads nothing from a CDN (plotly's own notebook
+    renderer fetches MathJax from one). ``pipeline.html_report`` puts one ``plotly.min.js``
+    beside the reports of a run and loads it from there, so a run folder holds the library
+    once and reads offline.
     """
     import plotly.io as pio
     from plotly.io.base_renderers import MimetypeRenderer
 
     class OfflineHTML(MimetypeRenderer):
-        js_sent = False  # per kernel, on the class: plotly copies renderer instances per show()
-
         def to_mimebundle(self, fig_dict):
-            html = pio.to_html(fig_dict, include_plotlyjs=not OfflineHTML.js_sent, include_mathjax=False,
-                               full_html=False, default_width="100%", default_height=525)
-            OfflineHTML.js_sent = True
-            return {"text/html": html}
+            return {"text/html": pio.to_html(fig_dict, include_plotlyjs=False, include_mathjax=False,
+                                             full_html=False, default_width="100%", default_height=525)}
 
     if "keepa_offline" not in pio.renderers:
         pio.renderers["keepa_offline"] = OfflineHTML()

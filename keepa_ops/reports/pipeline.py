@@ -57,14 +57,26 @@ class PipelineRun:
                 "steps": self.steps}
 
 
+PLOTLY_JS = "plotly.min.js"
+
+
 def html_report(notebook: Path, html: Path) -> Path:
-    """A self-contained HTML page of an executed notebook: no script or style from a CDN."""
+    """An HTML page of an executed notebook that reads offline: its outputs, without the code
+    (the executed notebook keeps it), and plotly.js from one file beside it, never a CDN."""
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name="lab", **{t: "" for t in _CDN_TRAITS})
+    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True, **{t: "" for t in _CDN_TRAITS})
     body, _ = exporter.from_filename(str(notebook))
     if re.search(r'<(?:script|link)[^>]+(?:src|href)="https?://', body):
         raise KeepaOpsError(f"{html.name} would load a script or style from the network")
+    lib = html.parent / PLOTLY_JS
+    if "Plotly.newPlot" in body:
+        if not lib.exists():
+            from plotly.offline import get_plotlyjs
+
+            lib.write_text(get_plotlyjs())
+        body = body.replace("<head>", f'<head>\n<script src="{PLOTLY_JS}"></script>', 1)
     html.write_text(body)
     return html
 
