@@ -219,7 +219,7 @@ def cmd_pipeline(args) -> int:
 
     run = run_pipeline(logs=args.logs, out=args.out, config=args.config, grid=args.grid, hours=args.hours,
                        duration=args.duration, speed=args.speed, keepa_url=args.keepa_url,
-                       log=lambda m: print(m, file=sys.stderr))
+                       log=lambda m: print(m, file=sys.stderr), keep=args.keep)
     print(f"pipeline {run.outcome}: reports in {run.out}/")
     for s in run.steps:
         print(f"  {s['html']}")
@@ -322,11 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_diagnose)
 
     rp = sub.add_parser("replay", help="re-run the logged demand under another config or policy")
-    rp.add_argument("logs", nargs="+")
+    rp.add_argument("logs", nargs="+", help="log files or folders, as for diagnose")
     rp.add_argument("--config", help="YAML: a full config, or only the keys to change (e.g. policy: priority)")
     rp.add_argument("--policy", default="priority", help="policy to replay under when no --config is given")
     rp.add_argument("--hours", type=_positive, help="simulated hours (default: the log's span, at least 24)")
-    rp.add_argument("--json", action="store_true")
+    rp.add_argument("--json", action="store_true", help="print the logged and the replayed run as one JSON object")
     rp.set_defaults(func=cmd_replay)
 
     sw = sub.add_parser("sweep", help="simulate a grid of configs and recommend the fixed schedule")
@@ -340,10 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=cmd_sweep)
 
     pl = sub.add_parser("pipeline", help="run the notebooks 01-04 with papermill and keep HTML reports")
-    pl.add_argument("--logs", nargs="+", help="production logs (default: data/sample_logs)")
-    pl.add_argument("--out", help="run folder (default: runs/<UTC timestamp>)")
+    pl.add_argument("--logs", nargs="+", help="production logs (default: the sample logs keepa-ops ships)")
+    pl.add_argument("--out", help="run folder; every file of the run goes under it (default: runs/<UTC timestamp>)")
+    pl.add_argument("--keep", type=_positive_int, metavar="N", help="keep only the newest N runs beside this one "
+                    "(older run folders listed in index.json are deleted); default: keep all")
     pl.add_argument("--config", help="base config for the sweep (default: the one rebuilt from the logs)")
-    pl.add_argument("--grid", help="sweep grid (default: data/pipeline_grid.yaml)")
+    pl.add_argument("--grid", help="sweep grid (default: the pipeline grid keepa-ops ships)")
     pl.add_argument("--hours", type=_positive, default=168.0, help="simulated hours per swept config")
     pl.add_argument("--duration", default="3h", help="Keepa time to run the fixed schedule for")
     pl.add_argument("--speed", type=_positive, default=720.0, help="clock speed-up for the run (fake Keepa only)")
@@ -354,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--port", type=_port, default=0, help="port (default: any free port)")
     f.add_argument("--refill-per-minute", type=_positive, default=5.0, help="tokens per minute")
     f.add_argument("--start-tokens", type=_finite, default=None, help="default: a full bucket")
-    f.add_argument("--refill", choices=("continuous", "stepped"), default="continuous")
+    f.add_argument("--refill", choices=("continuous", "stepped"), default="continuous",
+                   help="continuous (Keepa's default) or stepped (the whole minute's tokens at once)")
     f.add_argument("--speed", type=_positive, default=1.0, help="clock K times faster than the wall")
     f.add_argument("--deals-per-hour", type=_nonnegative, default=60.0, help="new deals per hour")
     f.add_argument("--pending", type=_nonnegative_int, default=300, help="deals already published at start")

@@ -95,3 +95,16 @@ def test_a_wheel_in_a_fresh_venv_runs_the_pipeline_from_any_directory(tmp_path):
         assert (run / f"{step}.html").exists() and any((run / step).iterdir()), step
     assert (run / "04_run_schedule" / "deals.sqlite").exists()
     assert json.loads((run / "run.json").read_text())["verdict"] == "starvation"
+
+
+def test_every_argument_of_every_verb_says_what_it_is():
+    import argparse
+
+    from keepa_ops.cli import build_parser
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{verb} {a.dest}" for verb, sub in verbs.choices.items() for a in sub._actions
+               if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert missing == []
+    assert all(c.help for c in verbs._choices_actions)

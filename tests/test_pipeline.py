@@ -66,6 +66,19 @@ def test_a_log_without_evidence_stops_at_02_and_says_why(tmp_path):
         run_pipeline(logs=[log], out=tmp_path / "x", log=lambda m: None)
     assert e.value.step == "02_diagnose_starvation" and "insufficient evidence: the log holds no token lines" in str(e.value)
     assert json.loads((tmp_path / "index.json").read_text())[-1]["verdict"] == "insufficient_evidence"
+    page = (tmp_path / "index.html").read_text()
+    assert "<td>insufficient_evidence</td>" in page and "02_diagnose_starvation: KeepaOpsError: insufficient evidence" in page
+
+
+def test_keep_prunes_the_oldest_runs_of_the_index_and_nothing_else(tmp_path):
+    (tmp_path / "not_a_run").mkdir()
+    for name in ("a", "b", "c"):
+        with pytest.raises(PipelineError):
+            run_pipeline(logs=[tmp_path / "missing.log"], out=tmp_path / name, keep=1, log=lambda m: None)
+    assert not (tmp_path / "a").exists() and (tmp_path / "b" / "run.json").exists() and (tmp_path / "c").exists()
+    assert (tmp_path / "not_a_run").exists()
+    assert [e["run"] for e in json.loads((tmp_path / "index.json").read_text())] == ["b", "c"]
+    assert "01_parse_logs: LogParseError" in (tmp_path / "index.html").read_text()
 
 
 def test_a_failing_step_stops_with_the_error_and_the_notebook(tmp_path):

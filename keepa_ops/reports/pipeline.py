@@ -81,30 +81,49 @@ def html_report(notebook: Path, html: Path) -> Path:
     return html
 
 
-def _record(runs_dir: Path, run: PipelineRun) -> Path:
+def _record(runs_dir: Path, run: PipelineRun, keep: int | None = None) -> Path:
+    """Add ``run`` to ``runs_dir/index.json`` and ``index.html``; with ``keep``, delete the run folders
+    beyond the newest ``keep`` others. Only folders that the index lists are ever deleted."""
+    import html as h
+    import shutil
+
     index = runs_dir / "index.json"
     entries = json.loads(index.read_text()) if index.exists() else []
     entries = [e for e in entries if e.get("run") != run.out.name] + [run.summary()]
+    if keep is not None and len(entries) > keep + 1:
+        for old in entries[:len(entries) - keep - 1]:
+            folder = runs_dir / str(old.get("run", ""))
+            if old.get("run") and folder.parent == runs_dir and (folder / "run.json").exists():
+                shutil.rmtree(folder, ignore_errors=True)
+        entries = entries[len(entries) - keep - 1:]
     index.write_text(json.dumps(entries, indent=1))
-    rows = "\n".join(
-        f"<tr><td>{e['run']}</td><td class='{e['outcome']}'>{e['outcome']}</td><td>"
-        + " ".join(f"<a href='{e['run']}/{s['step']}.html'>{s['step']}</a>" for s in e["steps"] if s.get("html"))
-        + "</td></tr>" for e in reversed(entries))
+
+    def row(e):
+        failed = next((s for s in e.get("steps", []) if s.get("status") == "failed"), None)
+        why = f"{failed['step']}: {failed.get('error', '')}" if failed else ""
+        links = " ".join(f"<a href='{h.escape(e['run'])}/{s['step']}.html'>{s['step']}</a>"
+                         for s in e.get("steps", []) if s.get("html"))
+        return (f"<tr><td>{h.escape(e['run'])}</td><td class='{h.escape(e['outcome'])}'>{h.escape(e['outcome'])}</td>"
+                f"<td>{h.escape(str(e.get('verdict') or ''))}</td><td>{h.escape(why)}</td><td>{links}</td></tr>")
+
     (runs_dir / "index.html").write_text(
         "<!doctype html><meta charset='utf-8'><title>keepa-ops runs</title>"
-        "<style>body{font-family:sans-serif}td{padding:4px 10px}.failed{color:#c00}.ok{color:#080}</style>"
-        f"<h1>keepa-ops pipeline runs</h1><table><tr><th>run</th><th>outcome</th><th>reports</th></tr>{rows}</table>")
+        "<style>body{font-family:sans-serif}td{padding:4px 10px;vertical-align:top}.failed{color:#c00}"
+        ".ok{color:#080}</style><h1>keepa-ops pipeline runs</h1><table><tr><th>run</th><th>outcome</th>"
+        "<th>verdict</th><th>failed step</th><th>reports</th></tr>"
+        + "\n".join(row(e) for e in reversed(entries)) + "</table>")
     return index
 
 
 def run_pipeline(logs=None, out=None, config=None, grid=None, hours: float = 168.0, duration: str = "3h",
                  speed: float = 720.0, keepa_url: str | None = None, kernel: str = "python3",
-                 log=print, cell_timeout: float = CELL_TIMEOUT_S) -> PipelineRun:
+                 log=print, cell_timeout: float = CELL_TIMEOUT_S, keep: int | None = None) -> PipelineRun:
     """Run the four notebooks in order into ``out`` (default runs/<UTC timestamp>).
 
     A cell that runs longer than ``cell_timeout`` seconds, or an executed notebook larger than
     ``MAX_NOTEBOOK_MB``, stops the pipeline at that step with one line (a log line dated decades
-    ahead must not become a notebook of gigabytes).
+    ahead must not become a notebook of gigabytes). ``keep``: keep only the newest ``keep``
+    earlier runs of the same runs folder.
     """
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError
@@ -170,5 +189,5 @@ def run_pipeline(logs=None, out=None, config=None, grid=None, hours: float = 168
         raise
     finally:
         (out / "run.json").write_text(json.dumps(run.summary(), indent=1))
-        _record(runs_dir, run)
+        _record(runs_dir, run, keep)
     return run
