@@ -53,10 +53,12 @@ class LiveResult:
 
 
 class _Progress:
-    """Prints one status line every ``every`` wall seconds from the event stream."""
+    """Prints one heartbeat every ``every`` wall seconds from the event stream: Keepa time, the
+    balance, each task's deals and grants, and, against ``duration``, how far and the ETA."""
 
-    def __init__(self, engine: Engine, out, every: float = 2.0):
-        self.engine, self.out, self.every = engine, out, every
+    def __init__(self, engine: Engine, out, every: float = 2.0, duration: float | None = None,
+                 speed: float = 1.0):
+        self.engine, self.out, self.every, self.duration, self.speed = engine, out, every, duration, speed
         self.last = 0.0
 
     def __call__(self, row):
@@ -66,7 +68,12 @@ class _Progress:
         self.last = now
         parts = [f"{st.name}: {st.items} deals, {st.grants} grants" + (" (waiting)" if st.req else "")
                  for st in self.engine.states]
-        self.out.write(f"[keepa-ops] t={row.t / 60:.1f} keepa-min balance={row.balance:.0f} | " + " | ".join(parts) + "\n")
+        where = f"t={row.t / 60:.1f} keepa-min"
+        if self.duration:
+            done = min(1.0, max(0.0, row.t / self.duration))
+            eta = max(0.0, (self.duration - row.t) / self.speed)
+            where += f" ({100 * done:.0f}% of {self.duration / 60:g} min, ETA {eta:.0f} s)"
+        self.out.write(f"[keepa-ops] {where} balance={row.balance:.0f} | " + " | ".join(parts) + "\n")
         self.out.flush()
 
 
@@ -163,7 +170,7 @@ def run_live(config, db, *, keepa_url: str | None = None, duration: float | None
     engine = Engine(cfg, clock, transport, store, log, policy=SharedAdmission(gate) if gate else None)
     if gate is not None:
         engine.policy.on_fault = engine.fault
-    log.on_event = _Sink(log, fh, store, _Progress(engine, progress))
+    log.on_event = _Sink(log, fh, store, _Progress(engine, progress, duration=duration, speed=speed))
     client.on_fault = engine.fault
 
     stopped_by = []

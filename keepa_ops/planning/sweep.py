@@ -156,23 +156,11 @@ def _run_point(args):
     return row
 
 
-class _Progress:
-    def __init__(self, total, out=sys.stderr, every=0.5):
-        self.total, self.out, self.every, self.done, self.last, self.t0 = total, out, every, 0, 0.0, time.monotonic()
+def _bar(total: int, out):
+    """tqdm's bar on ``out`` (None: no bar, as in a report, where stderr reads like an error)."""
+    from tqdm import tqdm
 
-    def step(self, n=1):
-        self.done += n
-        now = time.monotonic()
-        if self.out is not None and (now - self.last >= self.every or self.done == self.total):
-            self.last = now
-            rate = self.done / max(now - self.t0, 1e-9)
-            width = 30
-            filled = int(width * self.done / max(self.total, 1))
-            self.out.write(f"\r[sweep] [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-                           f"configs, {rate:.1f}/s")
-            if self.done == self.total:
-                self.out.write("\n")
-            self.out.flush()
+    return tqdm(total=total, file=out, disable=out is None, unit="config", desc="[sweep]", leave=True)
 
 
 def sweep(base, grid, hours: float = 168.0, workers: int | None = None, progress=sys.stderr) -> pd.DataFrame:
@@ -186,25 +174,26 @@ def sweep(base, grid, hours: float = 168.0, workers: int | None = None, progress
     points = _points(grid)
     jobs = [(i, base.raw, p, hours) for i, p in enumerate(points)]
     workers = workers or os.cpu_count() or 1
-    bar = _Progress(len(jobs), progress)
+    bar = _bar(len(jobs), progress)
     rows = []
     if workers <= 1:
         for j in jobs:
             rows.append(_run_point(j))
-            bar.step()
+            bar.update()
     else:
         chunk = max(1, min(16, len(jobs) // (workers * 8) or 1))
         pool = mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(workers, initializer=_quiet_worker)
         try:
             for r in pool.imap(_run_point, jobs, chunksize=chunk):
                 rows.append(r)
-                bar.step()
+                bar.update()
         except BaseException:  # SIGINT, or SIGTERM (which the CLI turns into SystemExit): end the workers too
             pool.terminate()
             raise
         finally:
             pool.close()
             pool.join()
+    bar.close()
     df = pd.DataFrame(rows).sort_values("config_id").reset_index(drop=True)
     if not df["valid"].any():
         first = df.loc[0]

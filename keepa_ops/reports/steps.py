@@ -52,7 +52,7 @@ def sweep_step(base_config, grid, hours: float, workers, out: Path):
     from ..planning.sweep import choose_config, sweep, write_fixed_schedule
 
     base = str(base_config or bundled.data("seed_incident.yaml"))
-    df = sweep(base, str(grid or bundled.data("pipeline_grid.yaml")), hours=hours, workers=workers)
+    df = sweep(base, str(grid or bundled.data("pipeline_grid.yaml")), hours=hours, workers=workers, progress=None)
     df.to_parquet(out / "sweep.parquet", index=False)
     rec = choose_config(df, base)
     write_fixed_schedule(rec, out / "fixed_schedule.yaml")
