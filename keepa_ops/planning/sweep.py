@@ -252,7 +252,7 @@ def choose_config(df: pd.DataFrame, base, freshness_target: float | None = None)
     got = float(pick["backfill_per_day"])
     b = bound.get("backfill_bound_per_day")
     return {"rule": rule, "config_id": int(pick["config_id"]), "overrides": overrides, "config": cfg,
-            "row": pick.to_dict(), "bound": bound,
+            "row": pick.to_dict(), "bound": bound, "freshness_target_s": float(target),
             "backfill_share_of_bound": (got / b) if b else None}
 
 

@@ -73,7 +73,13 @@ def balance_and_waits(parsed, targets: dict | None = None, title: str = "Token b
                                      hovertext=f"{t}: {r['duration_s'] / 60:.0f} min, ended by {r['ended_by']}"),
                           row=2, col=1)
     fig.update_layout(title=title, height=560, legend=dict(orientation="h", y=-0.12))
+    fig.update_xaxes(title_text="time (as logged: the worker's local time)", row=2, col=1)
+    fig.update_yaxes(title_text="tokens", row=1, col=1)
     return fig
+
+
+def _hours(h: float) -> str:
+    return f"{h:.1f} h" if h >= 1 else f"{h * 60:.0f} min"
 
 
 def replay_comparison(diagnosis_or_replay, title: str = "Longest wait per task: logged vs. replayed"):
@@ -93,10 +99,27 @@ def replay_comparison(diagnosis_or_replay, title: str = "Longest wait per task: 
     fig = go.Figure()
     for label, d, color in (("logged", logged, "#444"), ("as logged, simulated", as_is, "#999"),
                             ("with the change, simulated", after, "#2ca02c")):
-        fig.add_trace(go.Bar(name=label, x=names, y=[(d.get(n) or 0) / 3600 for n in names], marker_color=color))
+        hours = [(d.get(n) or 0) / 3600 for n in names]
+        fig.add_trace(go.Bar(name=label, x=names, y=hours, marker_color=color, text=[_hours(v) for v in hours],
+                             textposition="outside", cliponaxis=False))  # a near-zero bar still says its value
     fig.add_hline(y=1.0, line=dict(color="#d62728", dash="dot"), annotation_text="starvation bound")
-    fig.update_layout(barmode="group", title=title, yaxis_title="hours", height=420)
+    fig.update_layout(barmode="group", title=title, yaxis_title="longest wait (hours)", xaxis_title="task",
+                      height=440)
     return fig
+
+
+def _ordered(values) -> list:
+    """Grid values in their natural order: durations by length (60s < 10m < 1h), numbers by value."""
+    from ..core.schedule import parse_duration
+
+    def key(v):
+        if isinstance(v, (int, float)):
+            return (0, float(v), "")
+        try:
+            return (0, float(parse_duration(str(v))), "")
+        except (ValueError, TypeError):
+            return (1, 0.0, str(v))
+    return sorted(values, key=key)
 
 
 def sweep_heatmaps(df: pd.DataFrame, x: str | None = None, y: str | None = None):
@@ -114,28 +137,38 @@ def sweep_heatmaps(df: pd.DataFrame, x: str | None = None, y: str | None = None)
     ok["steady_p95_min"] = ok["steady_p95_s"] / 60
     policies = sorted(ok["policy"].unique())
     metrics = [("steady_p95_min", "steady p95 (min)", "Reds"), ("backfill_per_day", "backfill / day", "Greens"),
-               ("starved_share", "share starved", "Greys")]
+               ("starved_share", "share starved", [[0, "#ffffff"], [1, "#222222"]])]
     fig = make_subplots(rows=len(metrics), cols=len(policies), subplot_titles=[
-        f"{m[1]} — {p}" for m in metrics for p in policies], vertical_spacing=0.08, horizontal_spacing=0.08)
+        f"{m[1]} — {p}" for m in metrics for p in policies], vertical_spacing=0.14, horizontal_spacing=0.08)
+    rows = len(metrics)
     for i, (col, label, scale) in enumerate(metrics):
+        # one colour scale per metric, shared by its panels, with its colour bar beside the row
+        lo, hi = (0.0, 1.0) if col == "starved_share" else (float(ok[col].min()), float(ok[col].max()))
         for j, p in enumerate(policies):
             sub = ok[ok["policy"] == p]
             piv = sub.pivot_table(index=y, columns=x, values=col, aggfunc="mean") if y else \
                 sub.groupby(x)[col].mean().to_frame().T
+            piv = piv.reindex(index=_ordered(piv.index), columns=_ordered(piv.columns))
             fig.add_trace(go.Heatmap(z=piv.to_numpy(), x=[str(v) for v in piv.columns],
-                                     y=[str(v) for v in piv.index], colorscale=scale, showscale=False,
+                                     y=[str(v) for v in piv.index], colorscale=scale, zmin=lo, zmax=hi,
+                                     showscale=j == 0, colorbar=dict(title=dict(text=label), len=0.9 / rows,
+                                                                     y=1 - (i + 0.5) / rows, x=1.02),
                                      hovertemplate=f"{x[4:] if x else ''}=%{{x}}<br>{y[4:] if y else ''}=%{{y}}"
                                                    f"<br>{label}=%{{z:.2f}}<extra></extra>"),
                           row=i + 1, col=j + 1)
+            fig.update_xaxes(title_text=x[4:] if x else "", type="category", row=i + 1, col=j + 1)
+            fig.update_yaxes(title_text=y[4:] if y else "", type="category", row=i + 1, col=j + 1)
     others = [k[4:] for k in varying if k not in (x, y)]
     fig.update_layout(title=f"Sweep: x = {x[4:] if x else '-'}, y = {y[4:] if y else '-'}"
                             + (f" (averaged over {', '.join(others)})" if others else ""),
-                      height=300 * len(metrics))
+                      height=340 * len(metrics))
     return fig
 
 
-def pareto(df: pd.DataFrame, recommended_id: int | None = None):
-    """Steady-state p95 against backfill per day; starved configs grey, the front and the pick marked."""
+def pareto(df: pd.DataFrame, recommended_id: int | None = None, freshness_target_s: float | None = None,
+           backfill_bound: float | None = None):
+    """Steady-state p95 against backfill per day; starved configs grey, the front and the pick marked;
+    the freshness target (the rule's bound on p95) and the refill's bound on backfill as lines."""
     go, _ = _go()
     ok = df[df["valid"]]
     fig = go.Figure()
@@ -149,7 +182,15 @@ def pareto(df: pd.DataFrame, recommended_id: int | None = None):
         r = ok[ok["config_id"] == recommended_id]
         fig.add_trace(go.Scatter(x=r["steady_p95_s"] / 60, y=r["backfill_per_day"], mode="markers",
                                  name="recommended", marker=dict(symbol="star", size=18, color="#2ca02c")))
-    fig.update_layout(title="Freshness against backfill", xaxis_title="steady-state live p95 (min, log)",
+    if freshness_target_s:
+        fig.add_vline(x=freshness_target_s / 60, line=dict(color="#d62728", dash="dot"),
+                      annotation_text=f"freshness target: p95 <= {_hours(freshness_target_s / 3600)}",
+                      annotation_position="top left")
+    if backfill_bound:
+        fig.add_hline(y=backfill_bound, line=dict(color="#2ca02c", dash="dot"),
+                      annotation_text=f"what the refill leaves for backfill: {backfill_bound:.0f}/day",
+                      annotation_position="bottom right")
+    fig.update_layout(title="Freshness against backfill", xaxis_title="steady-state live p95 (min, log scale)",
                       yaxis_title="backfill deals / day", xaxis_type="log", height=460)
     return fig
 
@@ -179,5 +220,9 @@ def live_run(db_path, events_path):
             fig.add_trace(go.Box(y=w["wait_s"] / 60, name=task, marker_color=PALETTE[i % len(PALETTE)],
                                  showlegend=False), row=3, col=1)
         fig.update_yaxes(title_text="minutes waited per grant", row=3, col=1)
+    fig.update_xaxes(title_text="time (UTC)", row=1, col=1)
+    fig.update_xaxes(title_text="time (UTC)", row=2, col=1)
+    fig.update_yaxes(title_text="deals", row=1, col=1)
+    fig.update_yaxes(title_text="tokens", row=2, col=1)
     fig.update_layout(height=820, title="Live run")
     return fig
