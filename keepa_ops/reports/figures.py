@@ -226,3 +226,36 @@ def live_run(db_path, events_path):
     fig.update_yaxes(title_text="tokens", row=2, col=1)
     fig.update_layout(height=820, title="Live run")
     return fig
+
+
+def before_after(before: pd.DataFrame, after: pd.DataFrame, titles=("the incident, as logged",
+                                                                    "the fixed schedule's run")):
+    """Side by side, on hours since each start: Keepa's balance, and the batches each task saved.
+
+    Both sides are event frames as ``parse_logs`` returns them (a legacy log, or keepa-ops' own
+    event log), so the same reading draws both."""
+    go, make_subplots = _go()
+    fig = make_subplots(rows=2, cols=2, shared_yaxes="rows", vertical_spacing=0.12, horizontal_spacing=0.06,
+                        subplot_titles=(f"balance — {titles[0]}", f"balance — {titles[1]}",
+                                        f"batches saved — {titles[0]}", f"batches saved — {titles[1]}"))
+    tasks = sorted(set(before["task"].dropna().astype(str)) | set(after["task"].dropna().astype(str)))
+    colors = {t: PALETTE[i % len(PALETTE)] for i, t in enumerate(tasks)}
+    for col, ev in ((1, before), (2, after)):
+        if ev.empty or ev["time"].isna().all():
+            continue
+        t0 = ev["time"].min()
+        hours = (ev["time"] - t0).dt.total_seconds() / 3600
+        bal = ev["tokens_left"].where(ev["tokens_left"].notna(), ev["balance"])
+        keep = bal.notna()
+        fig.add_trace(go.Scatter(x=hours[keep], y=bal[keep], mode="lines", line=dict(color="#444", width=1),
+                                 name="balance", showlegend=col == 1), row=1, col=col)
+        saves = ev[ev["event"].isin(["upsert", "checkpoint"]) & ev["task"].notna()]
+        for task, g in saves.groupby(saves["task"].astype(str)):
+            fig.add_trace(go.Scatter(x=hours[g.index], y=list(range(1, len(g) + 1)), mode="lines",
+                                     line=dict(color=colors[task], shape="hv"), name=task,
+                                     legendgroup=task, showlegend=col == 1), row=2, col=col)
+        fig.update_xaxes(title_text="hours since the start", row=2, col=col)
+    fig.update_yaxes(title_text="tokens", row=1, col=1)
+    fig.update_yaxes(title_text="batches saved", row=2, col=1)
+    fig.update_layout(title="Before and after", height=640, legend=dict(orientation="h", y=-0.15))
+    return fig

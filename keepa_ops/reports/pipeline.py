@@ -145,7 +145,8 @@ def run_pipeline(logs=None, out=None, config=None, grid=None, hours: float = 168
         "03_sweep": {"base_config": config or str(dirs["02_diagnose_starvation"] / "rebuilt_config.yaml"),
                      "grid": grid, "hours": float(hours)},
         "04_run_schedule": {"config": str(dirs["03_sweep"] / "fixed_schedule.yaml"), "duration": duration,
-                            "speed": float(speed), "keepa_url": keepa_url},
+                            "speed": float(speed), "keepa_url": keepa_url,
+                            "incident_events": str(dirs["01_parse_logs"] / "events.parquet")},
     }
     try:
         for step in STEPS:

@@ -10,7 +10,6 @@ pipeline with one line on ``insufficient_evidence``.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from ..errors import KeepaOpsError
@@ -73,6 +72,22 @@ def run_step(config, duration: str, speed: float, keepa_url, out: Path):
         stale.unlink(missing_ok=True)
     result = run_live(str(config or bundled.data("fixed_schedule.yaml")), db, keepa_url=keepa_url,
                       duration=parse_duration(duration), speed=speed, events_path=events_path,
-                      progress=sys.stdout, install_signals=False, fake_unless_url=True)
+                      progress=None, install_signals=False, fake_unless_url=True)  # the heartbeat is the CLI's
     (out / "run.json").write_text(json.dumps(result.summary(), indent=1, default=str))
     return result
+
+
+def incident_events(path):
+    """The incident's events for the before/after figure: 01's events.parquet, else the sample logs'."""
+    import pandas as pd
+
+    from ..logs.parser import parse_logs
+
+    return pd.read_parquet(path) if path else parse_logs([str(bundled.data("sample_logs"))]).events
+
+
+def run_events(out: Path):
+    """The run's own event log, read back by the same parser as a production log."""
+    from ..logs.parser import parse_logs
+
+    return parse_logs([str(out / "events.jsonl")]).events
