@@ -78,7 +78,8 @@ def cmd_run(args) -> int:
                   f"longest wait {_fmt_s(t['max_wait_s'])}  429s {t['refused_429']}")
         stored = ", ".join(f"{v['deals']} {k}" for k, v in s["stored"].items()) or "nothing"
         print(f"  stored: {stored} in {s['db']}; {s['faults']} faults; events in {s['events']}")
-    return 0
+    # stopped cleanly either way; Ctrl-C still says so to the shell (128 + SIGINT), a service's SIGTERM is a stop
+    return 130 if s["stopped_by"] == "SIGINT" else 0
 
 
 def cmd_fake_keepa(args) -> int:
