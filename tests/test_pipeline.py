@@ -49,8 +49,11 @@ def test_a_healthy_legacy_log_runs_through_to_the_end(tmp_path, monkeypatch):
 
     log = Path(__file__).parent / "data" / "legacy_corpus" / "healthy_refill10.log"
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KEEPA_API_KEY", "kx-production-key-0000")  # a key in the environment, and no URL
     r = run_pipeline(logs=[log], out="h", hours=24, duration="30m", speed=720, log=lambda m: None)
     assert r.outcome == "ok" and r.out == tmp_path / "h"
+    ran = json.loads((r.out / "04_run_schedule" / "run.json").read_text())
+    assert ran["embedded_fake_keepa"] and ran["keepa_url"].startswith("http://127.0.0.1:")  # not api.keepa.com
     diag = json.loads((tmp_path / "h" / "02_diagnose_starvation" / "diagnosis.json").read_text())
     assert diag["verdict"] == "healthy"
     rebuilt = yaml.safe_load((r.out / "02_diagnose_starvation" / "rebuilt_config.yaml").read_text())
