@@ -322,3 +322,18 @@ def test_a_celery_retry_that_never_runs_is_a_stall(tmp_path):
     d = diagnose(parse_logs(_celery_retry_log(tmp_path / "w.log", comes_back=False)))
     assert d.verdict == "stall" and "update_recent_deals" in [s["task"] for s in d.stalled], d.evidence
     assert any("retry" in line and "never ran" in line for line in d.evidence)
+
+
+def test_a_line_after_a_celery_retry_is_not_the_retried_tasks(tmp_path):
+    U = "keepa_deals.simple_task.update_recent_deals"
+    log = tmp_path / "w.log"
+    log.write_text("\n".join([
+        f"[2026-02-04 10:00:00,000: INFO/MainProcess] Task {U}[u1] received",
+        "[2026-02-04 10:00:00,100: INFO/ForkPoolWorker-2] --- Task: update_recent_deals started (Version: 1) ---",
+        f"[2026-02-04 10:00:00,200: INFO/ForkPoolWorker-2] Task {U}[u1] retry: Retry in 60s",
+        # the process takes another task, one that logs no start line of its own
+        "[2026-02-04 10:00:05,000: INFO/ForkPoolWorker-2] Batch API call successful. Tokens consumed: 7. Tokens left: 90",
+    ]) + "\n")
+    ev = parse_logs(log).events
+    spend = ev[ev["event"] == "spend"]
+    assert len(spend) == 1 and spend["task"].isna().all()

@@ -643,7 +643,7 @@ def _attribute(df: pd.DataFrame) -> pd.DataFrame:
     """Give each worker's line without a task the task that worker is running (see module doc).
 
     Within one (stream, process), a worker's start line opens a segment and its finish
-    line closes it; every line of a segment belongs to the task the segment names. Lines
+    line (or Celery's retry) closes it; every line of a segment belongs to the task the segment names. Lines
     of Celery's MainProcess, and lines that name no process, run no task: left as they are.
     """
     if df.empty:
@@ -653,7 +653,7 @@ def _attribute(df: pd.DataFrame) -> pd.DataFrame:
     worker = (proc_codes >= 0) & (proc_codes != (mainproc[0] if len(mainproc) else -2))
     ev = df["event"]
     starts = ((ev == "run_start").to_numpy() & worker).astype(np.int64)
-    ends = ((ev == "run_finish").to_numpy() & worker).astype(np.int64)
+    ends = (((ev == "run_finish") | (ev == "retry")).to_numpy() & worker).astype(np.int64)  # a retry ends one too
     key = df["stream"].cat.codes.to_numpy().astype(np.int64) * 100_003 + proc_codes
     g = pd.DataFrame({"k": key, "s": starts, "e": ends})
     grp = g.groupby("k", sort=False)
