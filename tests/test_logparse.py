@@ -2,6 +2,7 @@
 import gzip
 import json
 
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -244,3 +245,30 @@ def test_a_gzip_is_parsed_as_a_stream_in_blocks_with_the_same_answer(tmp_path, m
     assert streamed.stats["lines"] == plain.stats["lines"] and streamed.stats["truncated_files"] == 0
     cols = ["line", "event", "task", "time"]
     assert streamed.events[cols].reset_index(drop=True).equals(plain.events[cols].reset_index(drop=True))
+
+
+def test_a_plain_file_is_read_in_blocks_with_the_same_answer(tmp_path, monkeypatch):
+    """A plain file is read a block at a time (memory follows the block, not the file): blocks
+    that split lines anywhere give the same events, line numbers and counts as one whole read;
+    old-Mac line ends and a UTF-8 BOM are handled as for a whole file."""
+    from keepa_ops.logs import sources
+    body = SAMPLE * 50
+    (tmp_path / "w.log").write_bytes(b"\xef\xbb\xbf" + body)
+    (tmp_path / "mac.log").write_bytes(body.replace(b"\n", b"\r"))
+    whole = {n: parse_logs(tmp_path / n) for n in ("w.log", "mac.log")}
+    blocks = []
+    real = sources._plain_blocks
+
+    def spy(f, block_size):
+        for block, truncated in real(f, block_size):
+            blocks.append(len(block))
+            yield block, truncated
+
+    monkeypatch.setattr(sources, "_plain_blocks", spy)
+    monkeypatch.setattr(sources.Source.blocks, "__defaults__", (997,))  # a prime: cuts fall anywhere
+    for name, ref in whole.items():
+        blocks.clear()
+        got = parse_logs(tmp_path / name)
+        assert len(blocks) > 20 and max(blocks) < 997 + 400, name
+        assert got.stats["lines"] == ref.stats["lines"] and got.stats["events"] == ref.stats["events"], name
+        pd.testing.assert_frame_equal(got.events, ref.events)

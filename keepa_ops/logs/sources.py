@@ -36,17 +36,21 @@ class Source:
     def blocks(self, block_size: int = BLOCK_SIZE):
         """The file as ``(bytes, truncated)`` blocks of whole lines, about ``block_size`` each.
 
-        A plain file is one block. A gzip is inflated as a stream, so memory follows the block
-        size, not the inflated size (a 2 MB gzip may inflate to gigabytes); ``truncated`` is
-        set on the last block of a gzip that ended early or is corrupt.
+        A plain file is read a block at a time, and a gzip is inflated as a stream, so memory
+        follows the block size, not the file's (a 2 MB gzip may inflate to gigabytes); a UTF-16
+        file, rare and not splittable on bytes, is one block. ``truncated`` is set on the last
+        block of a gzip that ended early or is corrupt.
         """
         try:
             with open(self.path, "rb") as f:
-                if f.read(2) != b"\x1f\x8b":
-                    f.seek(0)
+                head = f.read(2)
+                f.seek(0)
+                if head in (b"\xff\xfe", b"\xfe\xff"):
                     yield _utf8(f.read()), False
                     return
-                f.seek(0)
+                if head != b"\x1f\x8b":
+                    yield from _plain_blocks(f, block_size)
+                    return
                 cr_only = None  # decided on the first block, as _utf8 decides it for a whole file
                 for block, truncated in _inflate(f, block_size):
                     if cr_only is None:
@@ -89,6 +93,31 @@ def _inflate(f, block_size: int):
                 yield bytes(buf[:cut]), False
                 del buf[:cut]
     yield bytes(buf), broken or (started and not d.eof)
+
+
+def _plain_blocks(f, block_size: int):
+    """A plain file -> blocks of whole lines of about ``block_size`` (the last may end mid-line),
+    with ``_utf8``'s BOM and CR-only handling decided on the first block, as for a gzip."""
+    cr_only = None
+    rest = b""
+    while True:
+        chunk = f.read(block_size)
+        if not chunk:
+            break
+        data = rest + chunk if rest else chunk
+        if cr_only is None:
+            data = _utf8(data)
+            cr_only = b"\n" not in chunk and b"\r" in chunk
+        elif cr_only:
+            data = data.replace(b"\r", b"\n")
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:       # no line end yet: read on
+            rest = data
+            continue
+        yield (data[:cut] if cut < len(data) else data), False
+        rest = data[cut:]
+    if rest:
+        yield rest, False
 
 
 def _utf8(data: bytes) -> bytes:
