@@ -217,6 +217,20 @@ def test_cr_only_line_ends_are_lines(tmp_path):
     assert mac.stats["lines"] == unix.stats["lines"] == 16 and mac.stats["events"] == unix.stats["events"]
 
 
+def _block_sizes(monkeypatch, reader: str) -> list:
+    """The size of every block ``sources.<reader>`` yields from now on (the list fills as it reads)."""
+    from keepa_ops.logs import sources
+    seen, real = [], getattr(sources, reader)
+
+    def spy(f, block_size):
+        for block, truncated in real(f, block_size):
+            seen.append(len(block))
+            yield block, truncated
+
+    monkeypatch.setattr(sources, reader, spy)
+    return seen
+
+
 def test_a_gzip_is_parsed_as_a_stream_in_blocks_with_the_same_answer(tmp_path, monkeypatch):
     """A gzip that inflates far past the block size: same events and line numbers as the plain file,
     while no block held more than the block size (memory follows the block, not the inflated size)."""
@@ -228,15 +242,7 @@ def test_a_gzip_is_parsed_as_a_stream_in_blocks_with_the_same_answer(tmp_path, m
         f.write(body[:len(body) // 3])
     with open(tmp_path / "w.log.gz", "ab") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as f:
         f.write(body[len(body) // 3:])
-    seen = []
-    real = sources._inflate
-
-    def spy(f, block_size):
-        for block, truncated in real(f, block_size):
-            seen.append(len(block))
-            yield block, truncated
-
-    monkeypatch.setattr(sources, "_inflate", spy)
+    seen = _block_sizes(monkeypatch, "_inflate")
     monkeypatch.setattr(sources, "BLOCK_SIZE", 64 << 10)
     monkeypatch.setattr(sources.Source.blocks, "__defaults__", (64 << 10,))
     streamed = parse_logs([tmp_path / "w.log.gz"])
@@ -256,15 +262,7 @@ def test_a_plain_file_is_read_in_blocks_with_the_same_answer(tmp_path, monkeypat
     (tmp_path / "w.log").write_bytes(b"\xef\xbb\xbf" + body)
     (tmp_path / "mac.log").write_bytes(body.replace(b"\n", b"\r"))
     whole = {n: parse_logs(tmp_path / n) for n in ("w.log", "mac.log")}
-    blocks = []
-    real = sources._plain_blocks
-
-    def spy(f, block_size):
-        for block, truncated in real(f, block_size):
-            blocks.append(len(block))
-            yield block, truncated
-
-    monkeypatch.setattr(sources, "_plain_blocks", spy)
+    blocks = _block_sizes(monkeypatch, "_plain_blocks")
     monkeypatch.setattr(sources.Source.blocks, "__defaults__", (997,))  # a prime: cuts fall anywhere
     for name, ref in whole.items():
         blocks.clear()
