@@ -120,7 +120,7 @@ def attribute(events: pd.DataFrame) -> Attribution:
     """Split ``events`` (any order) into runs; see the module doc for the rules."""
     ev = events.sort_values("time", kind="stable").reset_index(drop=True)
     n = len(ev)
-    times = ev["time"].tolist()
+    times = ev["time"].to_numpy()  # numpy datetimes in the loop; Timestamps for the runs after it (_box)
     kinds = ev["event"].astype(object).tolist()
     procs = ev["process"].astype(object).where(ev["process"].notna(), None).tolist()
     tasks = ev["task"].astype(object).where(ev["task"].notna(), None).tolist()
@@ -274,7 +274,7 @@ def attribute(events: pd.DataFrame) -> Attribution:
             pick = cands[0]
         else:
             caller = open_.get(last_named.get(st))
-            if caller in cands and (times[i] - named_at[st]).total_seconds() <= CALLER_S and (
+            if caller in cands and (times[i] - named_at[st]) / np.timedelta64(1, "s") <= CALLER_S and (
                     caller.last_target is None or caller.last_target == targets[i] or targets[i] != targets[i]):
                 pick = caller               # the token manager answering the task line just before it
             if pick is None and targets[i] == targets[i]:
@@ -313,11 +313,12 @@ def attribute(events: pd.DataFrame) -> Attribution:
         if e in BACKFILL_EVENTS or e in FEED_EVENTS:
             last_named[st], named_at[st] = pick.task, times[i]
 
+    _box(runs, lost_at, saves, skips)
     # a run still open after its stream's pool lost a process it cannot name, that never logged
     # again and stayed quiet a long while: it was the one that died
-    stream_end: dict[int, pd.Timestamp] = {}
-    for t, st in zip(times, streams):
-        stream_end[st] = t
+    last_row = pd.Series(np.arange(len(times))).groupby(np.asarray(streams)).last() if len(times) else {}
+    stream_end: dict[int, pd.Timestamp] = {int(st): pd.Timestamp(times[i]) for st, i in
+                                           (last_row.items() if len(times) else ())}
     for r in runs:
         if r.end is not None:
             continue
@@ -333,8 +334,9 @@ def attribute(events: pd.DataFrame) -> Attribution:
         if len(bf) != 1 or len(feed) != 1:
             continue
         marks = saves.get(bf[0].id, [])     # in time order
-        k = bisect.bisect_left(marks, times[i])
-        owner = bf[0] if k < len(marks) and marks[k] <= times[i] + CHECKPOINT_AFTER else feed[0]
+        t = pd.Timestamp(times[i])
+        k = bisect.bisect_left(marks, t)
+        owner = bf[0] if k < len(marks) and marks[k] <= t + CHECKPOINT_AFTER else feed[0]
         if pick is None:
             ambiguous -= 1
         run_of[i] = owner.id
@@ -354,6 +356,20 @@ def attribute(events: pd.DataFrame) -> Attribution:
                  "started_in_log", "silent", "retry_in"])
     sk = pd.DataFrame(skips, columns=["time", "task", "stream", "where"])
     return Attribution(ev, table, sk, ambiguous, unattributed, inferred, runs, stream_end)
+
+
+def _box(runs: list[Run], lost_at: dict, saves: dict, skips: list) -> None:
+    """The loop's numpy datetimes as Timestamps, in place: only the runs' own times, the lost
+    workers', the checkpoints' and the skips' (a few per run), never one per line."""
+    ts = pd.Timestamp
+    for r in runs:
+        r.start, r.last = ts(r.start), ts(r.last)
+        r.end = None if r.end is None else ts(r.end)
+        r.maybe = None if r.maybe is None else ts(r.maybe)
+    for d in (lost_at, saves):
+        for k, v in d.items():
+            d[k] = [ts(t) for t in v]
+    skips[:] = [(ts(t), *rest) for t, *rest in skips]
 
 
 def _mark_silent(runs: list[Run], run_of: np.ndarray, times: pd.Series, stream_end: dict) -> None:
