@@ -93,8 +93,8 @@ def _ms(series) -> list:
 
 
 def _stretches(task: str, ev: pd.DataFrame, waits: pd.DataFrame, saved: pd.DataFrame, gap_s: float,
-               grant_ends: bool) -> list:
-    """Stretches in which ``task`` wanted tokens and saved nothing: the span of its waits and
+               grant_ends: bool):
+    """Stretches in which ``task`` wanted tokens and saved nothing (a frame; [] if none): the span of its waits and
     give-ups that no saved work separates, no idle gap over ``gap_s`` and, if ``grant_ends``,
     no wait that ended in a grant."""
     import bisect
@@ -127,8 +127,13 @@ def _stretches(task: str, ev: pd.DataFrame, waits: pd.DataFrame, saved: pd.DataF
             cur = None
     if cur is not None:
         out.append(cur)
-    return [{"task": task, "start": pd.Timestamp(s, unit="ms"), "end": pd.Timestamp(e, unit="ms"),
-             "duration_s": (e - s) / 1000.0, "aborts": a, "where": wh} for s, e, a, wh in out]
+    if not out:
+        return []
+    s, e, a, wh = (list(c) for c in zip(*out))
+    se = np.asarray(s, dtype=np.int64), np.asarray(e, dtype=np.int64)
+    return pd.DataFrame({"task": task, "start": pd.to_datetime(se[0], unit="ms").as_unit("ns"),
+                         "end": pd.to_datetime(se[1], unit="ms").as_unit("ns"), "duration_s": (se[1] - se[0]) / 1000.0,
+                         "aborts": np.asarray(a, dtype=np.int64), "where": pd.Series(wh, dtype=object)})
 
 
 def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
@@ -150,9 +155,11 @@ def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
     retried = set(ev.loc[ev["event"] == "retry", "task"].dropna().astype(str)) & KEEPA_TASKS
     names = sorted(set(ev.loc[ev["event"].isin(TOKEN_EVENTS), "task"].dropna().astype(str)) | retried)
     cols = ["task", "start", "end", "duration_s", "aborts", "where"]
-    hungry = pd.DataFrame([h for n in names for h in _stretches(n, ev, waits, saved, bound_s, True)], columns=cols)
-    unsaved = pd.DataFrame([h for n in names for h in _stretches(n, ev, waits, saved, bound_s, False)],
-                           columns=cols)
+    def stretches(grant_ends):
+        found = [f for n in names if len(f := _stretches(n, ev, waits, saved, bound_s, grant_ends))]
+        return pd.concat(found, ignore_index=True)[cols] if found else pd.DataFrame([], columns=cols)
+
+    hungry, unsaved = stretches(True), stretches(False)
     tasks = {}
     for name in names:
         e = ev[ev["task"] == name]

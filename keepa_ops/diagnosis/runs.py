@@ -129,7 +129,7 @@ def attribute(events: pd.DataFrame) -> Attribution:
     lines = ev["line"].tolist()
     targets = ev["target"].tolist()
     kind_of = ev["kind"].astype(object).tolist()
-    details = ev["detail"].astype(object).where(ev["detail"].notna(), None).tolist()
+    details = ev["detail"]  # read only at the few lines that need it (a process's exit): not boxed per line
 
     runs: list[Run] = []
     run_of = np.full(n, -1, dtype=np.int64)
@@ -178,7 +178,8 @@ def attribute(events: pd.DataFrame) -> Attribution:
         e, proc, task, st = kinds[i], procs[i], tasks[i], streams[i]
         if e in POOL_EVENTS:
             if e == "worker_exit":
-                name = (json.loads(details[i]) if details[i] else {}).get("reason")
+                d = details.iat[i]
+                name = (json.loads(d) if isinstance(d, str) and d else {}).get("reason")
                 r = on_process.pop((st, name), None)
                 if r is not None:
                     close(r, i, "died")
