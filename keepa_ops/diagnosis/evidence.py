@@ -94,7 +94,7 @@ def _ms(series) -> list:
 
 def _stretches(task: str, ev: pd.DataFrame, waits: pd.DataFrame, saved: pd.DataFrame, gap_s: float,
                grant_ends: bool):
-    """Stretches in which ``task`` wanted tokens and saved nothing (a frame; [] if none): the span of its waits and
+    """Stretches in which ``task`` wanted tokens and saved nothing (a frame, empty if none): the span of its waits and
     give-ups that no saved work separates, no idle gap over ``gap_s`` and, if ``grant_ends``,
     no wait that ended in a grant."""
     import bisect
@@ -105,7 +105,7 @@ def _stretches(task: str, ev: pd.DataFrame, waits: pd.DataFrame, saved: pd.DataF
     spans += list(zip(_ms(aborts["time"]), _ms(aborts["time"]), [1] * len(aborts),
                       [f"{s}:{int(ln)}" for s, ln in zip(aborts["source"], aborts["line"])], [False] * len(aborts)))
     if not spans:
-        return []
+        return pd.DataFrame()
     spans.sort(key=lambda x: x[0])
     marks = sorted(_ms(saved.loc[saved["task"] == task, "time"]))
     gap_ms = gap_s * 1000
@@ -128,11 +128,11 @@ def _stretches(task: str, ev: pd.DataFrame, waits: pd.DataFrame, saved: pd.DataF
     if cur is not None:
         out.append(cur)
     if not out:
-        return []
-    s, e, a, wh = (list(c) for c in zip(*out))
-    se = np.asarray(s, dtype=np.int64), np.asarray(e, dtype=np.int64)
-    return pd.DataFrame({"task": task, "start": pd.to_datetime(se[0], unit="ms").as_unit("ns"),
-                         "end": pd.to_datetime(se[1], unit="ms").as_unit("ns"), "duration_s": (se[1] - se[0]) / 1000.0,
+        return pd.DataFrame()
+    s, e, a, wh = zip(*out)
+    start, end = np.asarray(s, dtype=np.int64), np.asarray(e, dtype=np.int64)
+    return pd.DataFrame({"task": task, "start": pd.to_datetime(start, unit="ms").as_unit("ns"),
+                         "end": pd.to_datetime(end, unit="ms").as_unit("ns"), "duration_s": (end - start) / 1000.0,
                          "aborts": np.asarray(a, dtype=np.int64), "where": pd.Series(wh, dtype=object)})
 
 

@@ -155,6 +155,8 @@ def attribute(events: pd.DataFrame) -> Attribution:
     def close(r: Run, i, how):
         if r.end is None:
             r.end, r.ended_by, r.end_where = times[i], how, _where(srcs[i], lines[i])
+            if how == "retry":  # the countdown Celery announced ("Retry in Ns"), if it did
+                r.announced = waits[i] if waits[i] == waits[i] else None
 
     waits = ev["wait"].tolist()
 
@@ -219,7 +221,6 @@ def attribute(events: pd.DataFrame) -> Attribution:
                     if cur.task is None:
                         cur.task = task
                     take(cur, i)
-                    cur.announced = waits[i] if waits[i] == waits[i] else None
                     close(cur, i, "retry")
                     del on_process[key]
             else:
@@ -255,8 +256,6 @@ def attribute(events: pd.DataFrame) -> Attribution:
             if e in BACKFILL_EVENTS:
                 saves.setdefault(cur.id, []).append(times[i])
             if e in ("run_finish", "retry"):
-                if e == "retry":
-                    cur.announced = waits[i] if waits[i] == waits[i] else None
                 close(cur, i, "finished" if e == "run_finish" else "retry")
                 del open_[task]
             continue
@@ -317,9 +316,10 @@ def attribute(events: pd.DataFrame) -> Attribution:
     _box(runs, lost_at, saves, skips)
     # a run still open after its stream's pool lost a process it cannot name, that never logged
     # again and stayed quiet a long while: it was the one that died
-    last_row = pd.Series(np.arange(len(times))).groupby(np.asarray(streams)).last() if len(times) else {}
-    stream_end: dict[int, pd.Timestamp] = {int(st): pd.Timestamp(times[i]) for st, i in
-                                           (last_row.items() if len(times) else ())}
+    stream_end: dict[int, pd.Timestamp] = {}
+    if len(times):  # each stream's last line (rows are in time order)
+        last_row = pd.Series(np.arange(len(times))).groupby(np.asarray(streams)).last()
+        stream_end = {int(st): pd.Timestamp(times[i]) for st, i in last_row.items()}
     for r in runs:
         if r.end is not None:
             continue

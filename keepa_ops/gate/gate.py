@@ -262,12 +262,9 @@ class Gate:
                     delay = min(delay, left)
                 yield max(delay, 0.0005)
                 kind, x, _ = self.poll(wid)
-        except AdmissionTimeout as e:
-            if e.waiter is None:
+        except BaseException as e:
+            if not (isinstance(e, AdmissionTimeout) and e.waiter):  # a held place stays parked
                 self.withdraw(wid)
-            raise
-        except BaseException:
-            self.withdraw(wid)
             raise
 
     def acquire(self, task: str, cost: float, *, timeout: float | None = None, priority: int | None = None,

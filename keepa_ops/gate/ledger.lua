@@ -114,17 +114,21 @@ local now = now_us(s)
 local op = ARGV[1]
 local out
 
+local function promote_at(since, target)
+  return since + math.max(0, s.bound - fdiv(target * MINUTE_US, s.rate))
+end
+
 local function enqueue(task, cost, target, prio, weight)
   refill(s, now); expire(s, now)
   s.seq = s.seq + 1
   local wid = tostring(s.seq)
-  local promote_at = now + math.max(0, s.bound - fdiv(target * MINUTE_US, s.rate))
   local tag = 0
   if s.policy == "fair" then
     tag = math.max(s.virt, s.tags[task] or 0) + cost / 1000.0 / weight
     s.tags[task] = tag
   end
-  s.waiters[wid] = {task, cost, math.max(1, target), now, prio, weight, promote_at, tag, now + s.wttl, s.seq}
+  s.waiters[wid] = {task, cost, math.max(1, target), now, prio, weight, promote_at(now, target), tag, now + s.wttl,
+                    s.seq}
   return wid
 end
 
@@ -159,7 +163,7 @@ elseif op == "ask" then
   local wid
   if w ~= nil and w[1] == task then
     w[2], w[3], w[5], w[6] = cost, math.max(1, target), prio, weight
-    w[7] = w[4] + math.max(0, s.bound - fdiv(target * MINUTE_US, s.rate))
+    w[7] = promote_at(w[4], target)
     wid = resume
   else
     wid = enqueue(task, cost, target, prio, weight)

@@ -133,12 +133,18 @@ def next_change(s: dict, now: int) -> int:
 
 
 # -- what clients ask -------------------------------------------------------------------------------
+def _promote_at(s: dict, since: int, target_mt: int) -> int:
+    """When a ``priority`` waiter asking since ``since`` is promoted: early enough to refill its target
+    within the bound (``core.policies.promotion_time``, in integers)."""
+    return since + max(0, s["bound"] - (target_mt * MINUTE_US) // s["rate"])
+
+
 def enqueue(s: dict, now: int, task: str, cost_mt: int, target_mt: int, priority: int, weight: float) -> str:
     refill(s, now)
     expire(s, now)
     s["seq"] += 1
     wid = str(s["seq"])
-    promote_at = now + max(0, s["bound"] - (target_mt * MINUTE_US) // s["rate"])
+    promote_at = _promote_at(s, now, target_mt)
     tag = 0.0
     if s["policy"] == "fair":
         tag = max(s["virt"], s["tags"].get(task, 0.0)) + cost_mt / 1000.0 / weight
@@ -185,7 +191,7 @@ def ask(s: dict, now: int, task: str, cost_mt: int, target_mt: int, priority: in
     w = s["waiters"].get(resume) if resume else None
     if w is not None and w[0] == task:
         w[1], w[2], w[4], w[5] = cost_mt, max(1, target_mt), priority, weight
-        w[6] = w[3] + max(0, s["bound"] - (target_mt * MINUTE_US) // s["rate"])
+        w[6] = _promote_at(s, w[3], target_mt)
         wid = resume
     else:
         wid = enqueue(s, now, task, cost_mt, target_mt, priority, weight)

@@ -345,7 +345,7 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
                 part["kind"] = np.full(len(g), _KIND["keepa_ops"], dtype=np.int16)
                 detail = g["detail"].to_numpy(dtype=object)
                 rows = np.flatnonzero(pd.notna(detail))
-                part["detail"] = (rows, np.arange(len(rows), dtype=np.int64), list(detail[rows]))
+                part["detail"] = (rows, list(detail[rows]))
                 part["_file"] = np.full(len(g), order[src_name], dtype="float64")
                 parts.append(part)
     _order_by_content(parts, sources, file_rows)
@@ -504,7 +504,7 @@ def _part(sc: scanner.Scan, source: str, stream: str) -> dict:
     # the task: the template's own, else Celery's task-logger prefix, else the logger's module
     task = _Coded.of_bytes(sc.text["task_logger"], short_task)
     task = task.where(task.codes < 0, _Coded.of_bytes(sc.text["logger"], MODULE_TASKS.get))
-    detail_rows, detail_codes, detail_text = [], [], []   # rows, codes into detail_text, distinct JSON texts
+    detail_rows, detail_text = [], []   # the rows that have details, and their JSON texts (arrow arrays)
     for kind in np.unique(sc.kind):
         kname = KIND_NAMES[kind]
         text_name = PROGRAM.text_field.get(kname)
@@ -518,21 +518,19 @@ def _part(sc: scanner.Scan, source: str, stream: str) -> dict:
             full = np.full(len(sc.kind), -1, np.int32)
             full[w] = capture.codes
             task = task.where(mask, _Coded(full, capture.values))
-        rows, codes, text = _details(kname, text_name, capture, sc.fields[w])
+        rows, text = _details(kname, text_name, capture, sc.fields[w])
         detail_rows.append(w[rows])
-        detail_codes.append(codes + sum(len(t) for t in detail_text))
         detail_text.append(text)
     out["task"] = task
     out["detail"] = (np.concatenate(detail_rows or [np.array([], np.int64)]).astype(np.int64),
-                     np.concatenate(detail_codes or [np.array([], np.int64)]).astype(np.int64),
                      pa.concat_arrays(detail_text) if detail_text else pa.array([], pa.string()))
     return out
 
 
 def _details(kind: str, text_name: str | None, capture: _Coded, fields: np.ndarray):
-    """The DETAIL_FIELDS of one kind's rows as JSON: (rows that have any, a code per such row, the
-    texts, as ``json.dumps`` writes them). No per-row Python: each distinct value is encoded once,
-    and arrow joins each row's fields."""
+    """The DETAIL_FIELDS of one kind's rows as JSON: (rows that have any, their texts as ``json.dumps``
+    writes them). No per-row Python: each distinct value is encoded once, and arrow joins each row's
+    fields."""
     names = DETAIL_FIELDS.get(kind, ())
     cols, present = [], np.zeros(len(fields), bool)
     for f in names:
@@ -549,22 +547,21 @@ def _details(kind: str, text_name: str | None, capture: _Coded, fields: np.ndarr
         cols.append((f, codes, values))
     rows = np.flatnonzero(present)
     if not len(rows):
-        return rows, np.array([], np.int64), pa.array([], pa.string())
+        return rows, pa.array([], pa.string())
     pieces = []  # per field: '"name": value' for the rows that have it, null for the others
     for f, codes, values in cols:
         c = codes[rows]
         pieces.append(pa.array([f'"{f}": {v}' for v in values], pa.string()).take(pa.array(c, mask=c < 0)))
     joined = pc.binary_join_element_wise(*pieces, ", ", null_handling="skip")
     text = pc.binary_join_element_wise(pa.scalar("{"), joined, pa.scalar("}"), "")
-    return rows, np.arange(len(rows), dtype=np.int64), text
+    return rows, text
 
 
 def _empty_part() -> dict:
     none = _Coded(np.array([], np.int32), [])
     part = {c: np.array([], dtype="float64") for c in _NUMERIC}
     part.update(source="", stream="", process=none, task=none, event=np.array([], np.int16),
-                kind=np.array([], np.int16), detail=(np.array([], np.int64), np.array([], np.int64), []),
-                _file=np.array([]))
+                kind=np.array([], np.int16), detail=(np.array([], np.int64), []), _file=np.array([]))
     return part
 
 
@@ -613,14 +610,12 @@ def _frame(parts: list[dict]) -> tuple[pd.DataFrame, list[str]]:
             cols[c] = pd.array(np.round(items), dtype="Float64").astype("Int64")
         elif c == "line":
             cols[c] = np.concatenate([p[c] for p in parts]).astype(np.int64)
-        elif c == "detail":  # codes into each part's distinct texts, taken in C
+        elif c == "detail":  # each part's texts (arrow, or a list from JSON lines), placed in C
             rows = np.concatenate([p[c][0] + off for p, off in zip(parts, offsets)])
-            text_off = np.cumsum([0] + [len(p[c][2]) for p in parts])
-            codes = np.concatenate([p[c][1] + toff for p, toff in zip(parts, text_off)])
             text = pa.concat_arrays([t if isinstance(t, pa.Array) else pa.array(t, pa.string())
-                                     for t in (p[c][2] for p in parts)])
+                                     for t in (p[c][1] for p in parts)])
             idx = np.full(offsets[-1], -1, np.int64)
-            idx[rows] = codes
+            idx[rows] = np.arange(len(rows))
             cols[c] = pd.array(text.take(pa.array(idx, mask=idx < 0)), dtype="string")
         else:
             cols[c] = np.concatenate([np.asarray(p[c], dtype="float64") for p in parts])

@@ -27,7 +27,6 @@ import itertools
 import math
 import os
 import sys
-import time
 import multiprocessing as mp
 import signal
 from pathlib import Path
