@@ -116,30 +116,195 @@ def _where(src, line) -> str:
     return f"{src}:{int(line)}" if line == line else str(src)
 
 
+def _codes(s: pd.Series) -> tuple[np.ndarray, list]:
+    """A column as integer codes (-1: missing) and the values they stand for."""
+    if hasattr(s, "cat"):
+        return s.cat.codes.to_numpy().astype(np.int64), list(s.cat.categories)
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    return codes.astype(np.int64), list(uniques)
+
+
+def _is(codes: np.ndarray, names: list, wanted) -> np.ndarray:
+    """Rows whose code stands for one of ``wanted``."""
+    hit = np.asarray([n in wanted for n in names] + [False])
+    return hit[codes]
+
+
+def _last_of(groups: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(group, its last value) for groups given in sorted runs."""
+    if not len(groups):
+        return groups, values
+    last = np.flatnonzero(np.r_[groups[1:] != groups[:-1], True])
+    return groups[last], values[last]
+
+
+# How a row of a pool process moves its run: the row types of the process path.
+_START, _END, _OTHER, _DIED, _RESTART = range(5)
+
+
+@dataclass
+class _ProcessRuns:
+    """The runs of the rows that name their pool process, worked out per (stream, process) at once."""
+
+    open_rows: np.ndarray      # the row that opened each run, in row order
+    runs: list                 # their Runs (ids still to be given), in the same order
+    member_rows: np.ndarray    # every row given to one of them ...
+    member_run: np.ndarray     # ... and which (an index into ``runs``)
+    lost: list                 # (row, stream) of worker exits that closed no run
+
+
+def _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_names, stream, targets, waits,
+                  exit_names: dict, where) -> _ProcessRuns:
+    """The process path of ``attribute`` without a loop over rows.
+
+    On one (stream, process), in time order, a run is open after a start, a skip or any other
+    line, and closed after a finish, a retry, the process's death or a worker restart. So a row
+    opens a run when it starts one or finds none open; a finish or retry with no run open is
+    nobody's; the row after a run's last one says how it ended.
+    """
+    is_ = lambda names: _is(ev_codes, ev_names, names)
+    pool, received = is_(POOL_EVENTS), is_({"received"})
+    mine = np.flatnonzero((proc >= 0) & ~pool & ~received)
+    typ = np.full(n, _OTHER, np.int8)
+    typ[is_({"run_start", "skip"})] = _START
+    typ[is_({"run_finish", "retry"})] = _END
+    nproc = len(proc_names) + 1
+    key, row, kind = [stream[mine] * nproc + proc[mine]], [mine], [typ[mine]]
+    # closers: a process that exited closes its own run; a worker restart closes every run of its stream
+    exits = np.flatnonzero(is_({"worker_exit"}))
+    proc_index = {p: k for k, p in enumerate(proc_names)}
+    exit_proc = np.asarray([proc_index.get(exit_names.get(int(i)), -1) for i in exits], np.int64)
+    named = exit_proc >= 0
+    key.append(stream[exits[named]] * nproc + exit_proc[named])
+    row.append(exits[named])
+    kind.append(np.full(int(named.sum()), _DIED, np.int8))
+    restarts = np.flatnonzero(is_({"worker_ready", "worker_stop"}))
+    if len(restarts):
+        keys = np.unique(key[0])
+        for i in restarts:
+            ks = keys[keys // nproc == stream[i]]
+            key.append(ks)
+            row.append(np.full(len(ks), i, np.int64))
+            kind.append(np.full(len(ks), _RESTART, np.int8))
+    key, row, kind = np.concatenate(key), np.concatenate(row), np.concatenate(kind)
+    order = np.lexsort((row, key))
+    key, row, kind = key[order], row[order], kind[order]
+    same_prev = np.r_[False, key[1:] == key[:-1]]
+    prev_open = same_prev & np.r_[False, (kind[:-1] == _START) | (kind[:-1] == _OTHER)]
+    member = (kind == _START) | (kind == _OTHER) | ((kind == _END) & prev_open)
+    opens = (kind == _START) | ((kind == _OTHER) & ~prev_open)
+    lost = [(int(i), int(stream[i])) for i in row[(kind == _DIED) & ~prev_open]]
+    lost += [(int(i), int(stream[i])) for i in exits[~named]]
+    seq = np.cumsum(opens) - 1                       # each entry's latest run (members: their own)
+    first = np.flatnonzero(opens)
+    nxt_same_run = np.r_[same_prev[1:] & member[1:] & ~opens[1:], False]
+    last = np.flatnonzero(member & ~nxt_same_run)    # each run's last row, in run order
+    m = np.flatnonzero(member)
+    mrow, mrun = row[m], seq[m]
+    ev_at = lambda names: _is(ev_codes[mrow], ev_names, names)
+    # what take() keeps of a run's rows: its task (first named), announced wait, target, waiting
+    has_task = task[mrow] >= 0
+    g, first_task_at = np.unique(mrun[has_task], return_index=True)
+    run_task = np.full(len(first), -1, np.int64)
+    run_task[g] = task[mrow[has_task]][first_task_at]
+    want_target = ev_at({"wait", "heartbeat", "abort"}) & ~np.isnan(targets[mrow])
+    g, v = _last_of(mrun[want_target], targets[mrow[want_target]])
+    last_target = np.full(len(first), np.nan)
+    last_target[g] = v
+    said = ev_at({"wait"}) & ~np.isnan(waits[mrow])
+    g, v = _last_of(mrun[said], waits[mrow[said]])
+    announced = np.full(len(first), np.nan)
+    announced[g] = v
+    waiting_on = ev_at({"wait", "heartbeat"}) & ~np.isnan(targets[mrow])
+    waiting_off = ev_at({"grant", "spend", "abort", "run_finish", "retry"})
+    flip = waiting_on | waiting_off
+    g, v = _last_of(mrun[flip], waiting_on[flip])
+    waiting = np.zeros(len(first), bool)
+    waiting[g] = v
+    hint_bf, hint_feed = np.zeros(len(first), bool), np.zeros(len(first), bool)
+    hint_bf[mrun[ev_at(BACKFILL_EVENTS)]] = True
+    hint_feed[mrun[ev_at(FEED_EVENTS)]] = True
+    # how each run ended: its last row (a finish or a retry), or the entry after it on its process
+    end_row = np.full(len(first), -1, np.int64)
+    how = np.full(len(first), "open", dtype=object)
+    lr = row[last]
+    by_self = kind[last] == _END
+    end_row[by_self] = lr[by_self]
+    retried = by_self & _is(ev_codes[lr], ev_names, {"retry"})
+    opened_by_skip = _is(ev_codes[row[first]], ev_names, {"skip"})
+    how[by_self] = np.where(opened_by_skip[by_self], "skip", "finished")
+    how[retried] = "retry"
+    announced[retried] = waits[lr[retried]]   # the countdown Celery announced, if it did (NaN: none)
+    nxt = np.minimum(last + 1, len(key) - 1)
+    after = ~by_self & (last + 1 < len(key)) & np.r_[same_prev[1:], False][last]
+    for k, label in ((_START, "superseded"), (_DIED, "died"), (_RESTART, "restart")):
+        hit = after & (kind[nxt] == k)
+        end_row[hit], how[hit] = row[nxt][hit], label
+    how[(end_row < 0) & opened_by_skip] = "skip"
+    # in row order, as the ids will be
+    open_rows = row[first]
+    by_row = np.argsort(open_rows, kind="stable")
+    runs = []
+    for s in by_row:
+        i, e = int(open_rows[s]), int(end_row[s])
+        t = run_task[s]
+        r = Run(-1, int(stream[i]), proc_names[proc[i]], task_names[t] if t >= 0 else None, times[i], where(i),
+                bool(kind[first[s]] == _START), last=times[lr[s]])
+        if e >= 0:
+            r.end, r.end_where = times[e], where(e)
+        r.ended_by = how[s]
+        r.last_target = None if np.isnan(last_target[s]) else float(last_target[s])
+        r.announced = None if np.isnan(announced[s]) else float(announced[s])
+        r.waiting = bool(waiting[s])
+        if hint_bf[s]:
+            r.hints.add("backfill")
+        if hint_feed[s]:
+            r.hints.add("feed")
+        runs.append(r)
+    rank = np.empty(len(first), np.int64)
+    rank[by_row] = np.arange(len(first))
+    return _ProcessRuns(open_rows[by_row], runs, mrow, rank[mrun], lost)
+
+
 def attribute(events: pd.DataFrame) -> Attribution:
-    """Split ``events`` (any order) into runs; see the module doc for the rules."""
-    ev = events.sort_values("time", kind="stable").reset_index(drop=True)
+    """Split ``events`` (any order) into runs; see the module doc for the rules.
+
+    The rows that name their pool process are split in one vectorised pass (``_process_runs``);
+    only the rows that name none, which need the stream's recent history, go through a loop.
+    """
+    t = events["time"]
+    ev = (events if not t.isna().any() and t.is_monotonic_increasing
+          else events.sort_values("time", kind="stable")).reset_index(drop=True)
     n = len(ev)
     times = ev["time"].to_numpy()  # numpy datetimes in the loop; Timestamps for the runs after it (_box)
-    kinds = ev["event"].astype(object).tolist()
-    procs = ev["process"].astype(object).where(ev["process"].notna(), None).tolist()
-    tasks = ev["task"].astype(object).where(ev["task"].notna(), None).tolist()
-    streams = stream_codes(ev).tolist()
-    srcs = ev["source"].astype(object).tolist()
-    lines = ev["line"].tolist()
-    targets = ev["target"].tolist()
-    kind_of = ev["kind"].astype(object).tolist()
+    ev_codes, ev_names = _codes(ev["event"])
+    proc, proc_names = _codes(ev["process"])
+    task, task_names = _codes(ev["task"])
+    kind_codes, kind_names = _codes(ev["kind"])
+    src_codes, src_names = _codes(ev["source"])
+    streams = stream_codes(ev).astype(np.int64)
+    lines = ev["line"].to_numpy()
+    targets = ev["target"].to_numpy(dtype="float64", na_value=np.nan)
+    waits = ev["wait"].to_numpy(dtype="float64", na_value=np.nan)
     details = ev["detail"]  # read only at the few lines that need it (a process's exit): not boxed per line
 
-    runs: list[Run] = []
+    def where(i):
+        return _where(src_names[src_codes[i]] if src_codes[i] >= 0 else None, lines[i])
+
+    exit_names = {}
+    for i in np.flatnonzero(_is(ev_codes, ev_names, {"worker_exit"})):
+        d = details.iat[i]
+        exit_names[int(i)] = (json.loads(d) if isinstance(d, str) and d else {}).get("reason")
+    pr = _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_names, streams, targets, waits,
+                       exit_names, where)
+
     run_of = np.full(n, -1, dtype=np.int64)
-    on_process: dict[tuple, Run] = {}           # (stream, process) -> open run
+    loop_runs: list[Run] = []                   # the runs of rows that name no process, in opening order
+    loop_open_rows: list[int] = []
     by_task: dict[int, dict[str, Run]] = {}     # stream -> task -> open run (streams without processes)
     last_named: dict[int, str] = {}
     named_at: dict[int, pd.Timestamp] = {}
     pending_skips: dict[tuple, int] = {}
-    skips = []
-    lost_at: dict[int, list] = {}               # stream -> times of lost workers it could not name
     ambiguous = unattributed = 0
     token_tasks = set(TOKEN_TASKS)
     granted: dict[int, Run] = {}                # stream -> the run whose grant awaits its call
@@ -148,116 +313,74 @@ def attribute(events: pd.DataFrame) -> Attribution:
     saves: dict[int, list] = {}                 # backfill run -> times of its checkpoint lines
 
     def open_run(i, stream, process, task, in_log=True):
-        r = Run(len(runs), stream, process, task, times[i], _where(srcs[i], lines[i]), in_log, last=times[i])
-        runs.append(r)
+        # ids in opening order, among the process path's runs too
+        rid = len(loop_runs) + int(np.searchsorted(pr.open_rows, i))
+        loop_open_rows.append(i)
+        r = Run(rid, stream, process, task, times[i], where(i), in_log, last=times[i])
+        loop_runs.append(r)
         return r
 
     def close(r: Run, i, how):
         if r.end is None:
-            r.end, r.ended_by, r.end_where = times[i], how, _where(srcs[i], lines[i])
+            r.end, r.ended_by, r.end_where = times[i], how, where(i)
             if how == "retry":  # the countdown Celery announced ("Retry in Ns"), if it did
-                r.announced = waits[i] if waits[i] == waits[i] else None
+                r.announced = float(waits[i]) if waits[i] == waits[i] else None
 
-    waits = ev["wait"].tolist()
-
-    def take(r: Run, i):
+    def take(r: Run, i, e):
         run_of[i] = r.id
         r.last = times[i]
-        if waits[i] == waits[i] and kinds[i] == "wait":
-            r.announced = waits[i]
-        if targets[i] == targets[i] and kinds[i] in ("wait", "heartbeat", "abort"):
-            r.last_target = targets[i]
-        if kinds[i] in ("wait", "heartbeat"):
+        if waits[i] == waits[i] and e == "wait":
+            r.announced = float(waits[i])
+        if targets[i] == targets[i] and e in ("wait", "heartbeat", "abort"):
+            r.last_target = float(targets[i])
+        if e in ("wait", "heartbeat"):
             r.waiting = targets[i] == targets[i] or r.waiting
-        elif kinds[i] in ("grant", "spend", "abort", "run_finish", "retry"):
+        elif e in ("grant", "spend", "abort", "run_finish", "retry"):
             r.waiting = False
-        if kinds[i] in BACKFILL_EVENTS:
+        if e in BACKFILL_EVENTS:
             r.hints.add("backfill")
-        elif kinds[i] in FEED_EVENTS:
+        elif e in FEED_EVENTS:
             r.hints.add("feed")
 
-    for i in range(n):
-        e, proc, task, st = kinds[i], procs[i], tasks[i], streams[i]
-        if e in POOL_EVENTS:
-            if e == "worker_exit":
-                d = details.iat[i]
-                name = (json.loads(d) if isinstance(d, str) and d else {}).get("reason")
-                r = on_process.pop((st, name), None)
-                if r is not None:
-                    close(r, i, "died")
-                else:
-                    lost_at.setdefault(st, []).append(times[i])
-            elif e == "worker_lost":
-                lost_at.setdefault(st, []).append(times[i])
-            elif e in ("worker_ready", "worker_stop"):
-                for key in [k for k in on_process if k[0] == st]:
-                    close(on_process.pop(key), i, "restart")
-                for r in by_task.pop(st, {}).values():
-                    close(r, i, "restart")
-            continue
-        if e == "received":        # MainProcess took the message; no run has begun
-            continue
-        if e == "skip" and task:
-            skips.append((times[i], task, st, _where(srcs[i], lines[i])))
-        if proc is not None:                       # a pool process: its own run
-            key = (st, proc)
-            cur = on_process.get(key)
-            if e in ("run_start", "skip"):
-                if cur is not None:
-                    close(cur, i, "superseded")
-                cur = on_process[key] = open_run(i, st, proc, task)
-                if e == "skip":
-                    cur.ended_by = "skip"
-                take(cur, i)
-            elif e == "run_finish":
-                if cur is not None:
-                    if cur.task is None:
-                        cur.task = task
-                    take(cur, i)
-                    close(cur, i, "skip" if cur.ended_by == "skip" else "finished")
-                    del on_process[key]
-            elif e == "retry":
-                if cur is not None:
-                    if cur.task is None:
-                        cur.task = task
-                    take(cur, i)
-                    close(cur, i, "retry")
-                    del on_process[key]
-            else:
-                if cur is None:
-                    cur = on_process[key] = open_run(i, st, proc, task, in_log=False)
-                elif cur.task is None and task:
-                    cur.task = task
-                take(cur, i)
+    pool = _is(ev_codes, ev_names, POOL_EVENTS)
+    restart = _is(ev_codes, ev_names, {"worker_ready", "worker_stop"})
+    loop_rows = np.flatnonzero(((proc < 0) & ~pool & ~_is(ev_codes, ev_names, {"received"})) | restart)
+    for i in loop_rows.tolist():
+        e, st = ev_names[ev_codes[i]], int(streams[i])
+        task_i = task_names[task[i]] if task[i] >= 0 else None
+        if restart[i]:   # the process path closes its own runs
+            for r in by_task.pop(st, {}).values():
+                close(r, i, "restart")
             continue
         # no process named: bracket by the tasks' own lines within the stream
         open_ = by_task.setdefault(st, {})
-        if task:
-            if e != "skip" and kind_of[i] != "celery_task":   # the task's own module logged this
-                last_named[st], named_at[st] = task, times[i]
+        if task_i:
+            celery_line = kind_codes[i] >= 0 and kind_names[kind_codes[i]] == "celery_task"
+            if e != "skip" and not celery_line:   # the task's own module logged this
+                last_named[st], named_at[st] = task_i, times[i]
             if e in TOKEN_EVENTS:
-                token_tasks.add(task)
+                token_tasks.add(task_i)
             if e == "skip":
-                pending_skips[(st, task)] = pending_skips.get((st, task), 0) + 1
+                pending_skips[(st, task_i)] = pending_skips.get((st, task_i), 0) + 1
                 continue
-            if e == "run_finish" and kind_of[i] == "celery_task" and pending_skips.get((st, task), 0) > 0:
-                pending_skips[(st, task)] -= 1       # the skip's own 'succeeded'
+            if e == "run_finish" and celery_line and pending_skips.get((st, task_i), 0) > 0:
+                pending_skips[(st, task_i)] -= 1       # the skip's own 'succeeded'
                 continue
-            cur = open_.get(task)
+            cur = open_.get(task_i)
             if e == "run_start":
                 if cur is not None:
                     close(cur, i, "superseded")
-                cur = open_[task] = open_run(i, st, None, task)
+                cur = open_[task_i] = open_run(i, st, None, task_i)
             elif cur is None:
                 if e == "run_finish":
                     continue
-                cur = open_[task] = open_run(i, st, None, task, in_log=False)
-            take(cur, i)
+                cur = open_[task_i] = open_run(i, st, None, task_i, in_log=False)
+            take(cur, i, e)
             if e in BACKFILL_EVENTS:
                 saves.setdefault(cur.id, []).append(times[i])
             if e in ("run_finish", "retry"):
                 close(cur, i, "finished" if e == "run_finish" else "retry")
-                del open_[task]
+                del open_[task_i]
             continue
         cands = list(open_.values())
         if e in BACKFILL_EVENTS:
@@ -269,19 +392,20 @@ def attribute(events: pd.DataFrame) -> Attribution:
             continue
         if any(r.task in token_tasks for r in cands):
             cands = [r for r in cands if r.task in token_tasks]
+        target = targets[i]
         pick, weak = None, False
         if len(cands) == 1:
             pick = cands[0]
         else:
             caller = open_.get(last_named.get(st))
             if caller in cands and (times[i] - named_at[st]) / np.timedelta64(1, "s") <= CALLER_S and (
-                    caller.last_target is None or caller.last_target == targets[i] or targets[i] != targets[i]):
+                    caller.last_target is None or caller.last_target == target or target != target):
                 pick = caller               # the token manager answering the task line just before it
-            if pick is None and targets[i] == targets[i]:
-                same = [r for r in cands if r.last_target == targets[i]]
+            if pick is None and target == target:
+                same = [r for r in cands if r.last_target == target]
                 if len(same) == 1:
                     pick = same[0]
-            if pick is None and e == "grant" and targets[i] != targets[i]:
+            if pick is None and e == "grant" and target != target:
                 idle = [r for r in cands if not r.waiting]
                 if len(idle) == 1:
                     pick = idle[0]          # a run waiting for a target is granted in words that repeat it
@@ -297,13 +421,13 @@ def attribute(events: pd.DataFrame) -> Attribution:
                 if r is not pick:
                     r.maybe = times[i]
                     if waits[i] == waits[i] and e == "wait":
-                        r.announced = max(r.announced or 0.0, waits[i])
+                        r.announced = max(r.announced or 0.0, float(waits[i]))
             if e == "spend":
                 doubtful.append((i, cands, pick))
         if pick is None:
             ambiguous += 1
             continue
-        take(pick, i)
+        take(pick, i, e)
         if e == "grant":
             granted[st], granted_weak[st] = pick, weak
         elif e in ("spend", "429"):
@@ -312,6 +436,19 @@ def attribute(events: pd.DataFrame) -> Attribution:
             saves.setdefault(pick.id, []).append(times[i])
         if e in BACKFILL_EVENTS or e in FEED_EVENTS:
             last_named[st], named_at[st] = pick.task, times[i]
+
+    # the process path's runs take the ids left between the loop's, in opening order
+    pids = np.arange(len(pr.runs)) + np.searchsorted(np.asarray(loop_open_rows, np.int64), pr.open_rows)
+    for r, rid in zip(pr.runs, pids.tolist()):
+        r.id = rid
+    runs = sorted(pr.runs + loop_runs, key=lambda r: r.id)
+    run_of[pr.member_rows] = pids[pr.member_run]
+    lost_at: dict[int, list] = {}               # stream -> times of lost workers it could not name
+    lost_rows = pr.lost + [(int(i), int(streams[i])) for i in np.flatnonzero(_is(ev_codes, ev_names, {"worker_lost"}))]
+    for i, st in sorted(lost_rows):
+        lost_at.setdefault(st, []).append(times[i])
+    skips = [(times[i], task_names[task[i]], int(streams[i]), where(i))
+             for i in np.flatnonzero(_is(ev_codes, ev_names, {"skip"}) & (task >= 0)).tolist()]
 
     _box(runs, lost_at, saves, skips)
     # a run still open after its stream's pool lost a process it cannot name, that never logged
@@ -344,10 +481,8 @@ def attribute(events: pd.DataFrame) -> Attribution:
 
     _mark_silent(runs, run_of, ev["time"], stream_end)
     inferred = _infer_tasks(runs, skips)
-    run_task = {r.id: r.task for r in runs}
-    filled = [run_task.get(int(k)) if k >= 0 else tasks[i] for i, k in enumerate(run_of)]
     ev["run"] = run_of
-    ev["task"] = pd.Categorical(filled)
+    ev["task"] = _tasks_by_run(task, task_names, run_of, [r.task for r in runs])
     table = pd.DataFrame([{
         "run": r.id, "stream": r.stream, "process": r.process, "task": r.task, "start": r.start, "end": r.end,
         "last": r.seen, "ended_by": r.ended_by, "where": r.where, "end_where": r.end_where,
@@ -357,6 +492,18 @@ def attribute(events: pd.DataFrame) -> Attribution:
                  "started_in_log", "silent", "retry_in"])
     sk = pd.DataFrame(skips, columns=["time", "task", "stream", "where"])
     return Attribution(ev, table, sk, ambiguous, unattributed, inferred, runs, stream_end)
+
+
+def _tasks_by_run(task: np.ndarray, task_names: list, run_of: np.ndarray, run_task: list) -> pd.Categorical:
+    """Each row's task: its run's, else its own; categories are the names present, sorted."""
+    names = list(dict.fromkeys([*task_names, *(t for t in run_task if t is not None)]))
+    index = {t: k for k, t in enumerate(names)}
+    of_run = np.asarray([index[t] if t is not None else -1 for t in run_task] + [-1], np.int64)
+    codes = np.where(run_of >= 0, of_run[run_of], task)
+    present = sorted(names[k] for k in np.unique(codes[codes >= 0]))
+    rank = np.full(len(names) + 1, -1, np.int64)
+    rank[[index[t] for t in present]] = np.arange(len(present))
+    return pd.Categorical.from_codes(rank[codes], categories=pd.Index(present))
 
 
 def _box(runs: list[Run], lost_at: dict, saves: dict, skips: list) -> None:
