@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .columns import codes, is_in
+
 # Lines only the backfill task logs, and lines only a deal-feed task (upserter, ingestor) logs.
 BACKFILL_EVENTS = {"checkpoint", "resume"}
 FEED_EVENTS = {"found", "upsert", "watermark", "watermark_loaded", "stop_trigger"}
@@ -116,20 +118,6 @@ def _where(src, line) -> str:
     return f"{src}:{int(line)}" if line == line else str(src)
 
 
-def _codes(s: pd.Series) -> tuple[np.ndarray, list]:
-    """A column as integer codes (-1: missing) and the values they stand for."""
-    if hasattr(s, "cat"):
-        return s.cat.codes.to_numpy().astype(np.int64), list(s.cat.categories)
-    codes, uniques = pd.factorize(s, use_na_sentinel=True)
-    return codes.astype(np.int64), list(uniques)
-
-
-def _is(codes: np.ndarray, names: list, wanted) -> np.ndarray:
-    """Rows whose code stands for one of ``wanted``."""
-    hit = np.asarray([n in wanted for n in names] + [False])
-    return hit[codes]
-
-
 def _last_of(groups: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(group, its last value) for groups given in sorted runs."""
     if not len(groups):
@@ -162,7 +150,7 @@ def _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_nam
     opens a run when it starts one or finds none open; a finish or retry with no run open is
     nobody's; the row after a run's last one says how it ended.
     """
-    is_ = lambda names: _is(ev_codes, ev_names, names)
+    is_ = lambda names: is_in(ev_codes, ev_names, names)
     pool, received = is_(POOL_EVENTS), is_({"received"})
     mine = np.flatnonzero((proc >= 0) & ~pool & ~received)
     typ = np.full(n, _OTHER, np.int8)
@@ -201,7 +189,7 @@ def _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_nam
     last = np.flatnonzero(member & ~nxt_same_run)    # each run's last row, in run order
     m = np.flatnonzero(member)
     mrow, mrun = row[m], seq[m]
-    ev_at = lambda names: _is(ev_codes[mrow], ev_names, names)
+    ev_at = lambda names: is_in(ev_codes[mrow], ev_names, names)
     # what take() keeps of a run's rows: its task (first named), announced wait, target, waiting
     has_task = task[mrow] >= 0
     g, first_task_at = np.unique(mrun[has_task], return_index=True)
@@ -230,8 +218,8 @@ def _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_nam
     lr = row[last]
     by_self = kind[last] == _END
     end_row[by_self] = lr[by_self]
-    retried = by_self & _is(ev_codes[lr], ev_names, {"retry"})
-    opened_by_skip = _is(ev_codes[row[first]], ev_names, {"skip"})
+    retried = by_self & is_in(ev_codes[lr], ev_names, {"retry"})
+    opened_by_skip = is_in(ev_codes[row[first]], ev_names, {"skip"})
     how[by_self] = np.where(opened_by_skip[by_self], "skip", "finished")
     how[retried] = "retry"
     announced[retried] = waits[lr[retried]]   # the countdown Celery announced, if it did (NaN: none)
@@ -277,11 +265,11 @@ def attribute(events: pd.DataFrame) -> Attribution:
           else events.sort_values("time", kind="stable")).reset_index(drop=True)
     n = len(ev)
     times = ev["time"].to_numpy()  # numpy datetimes in the loop; Timestamps for the runs after it (_box)
-    ev_codes, ev_names = _codes(ev["event"])
-    proc, proc_names = _codes(ev["process"])
-    task, task_names = _codes(ev["task"])
-    kind_codes, kind_names = _codes(ev["kind"])
-    src_codes, src_names = _codes(ev["source"])
+    ev_codes, ev_names = codes(ev["event"])
+    proc, proc_names = codes(ev["process"])
+    task, task_names = codes(ev["task"])
+    kind_codes, kind_names = codes(ev["kind"])
+    src_codes, src_names = codes(ev["source"])
     streams = stream_codes(ev).astype(np.int64)
     lines = ev["line"].to_numpy()
     targets = ev["target"].to_numpy(dtype="float64", na_value=np.nan)
@@ -292,7 +280,7 @@ def attribute(events: pd.DataFrame) -> Attribution:
         return _where(src_names[src_codes[i]] if src_codes[i] >= 0 else None, lines[i])
 
     exit_names = {}
-    for i in np.flatnonzero(_is(ev_codes, ev_names, {"worker_exit"})):
+    for i in np.flatnonzero(is_in(ev_codes, ev_names, {"worker_exit"})):
         d = details.iat[i]
         exit_names[int(i)] = (json.loads(d) if isinstance(d, str) and d else {}).get("reason")
     pr = _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_names, streams, targets, waits,
@@ -342,9 +330,9 @@ def attribute(events: pd.DataFrame) -> Attribution:
         elif e in FEED_EVENTS:
             r.hints.add("feed")
 
-    pool = _is(ev_codes, ev_names, POOL_EVENTS)
-    restart = _is(ev_codes, ev_names, {"worker_ready", "worker_stop"})
-    loop_rows = np.flatnonzero(((proc < 0) & ~pool & ~_is(ev_codes, ev_names, {"received"})) | restart)
+    pool = is_in(ev_codes, ev_names, POOL_EVENTS)
+    restart = is_in(ev_codes, ev_names, {"worker_ready", "worker_stop"})
+    loop_rows = np.flatnonzero(((proc < 0) & ~pool & ~is_in(ev_codes, ev_names, {"received"})) | restart)
     for i in loop_rows.tolist():
         e, st = ev_names[ev_codes[i]], int(streams[i])
         task_i = task_names[task[i]] if task[i] >= 0 else None
@@ -444,11 +432,11 @@ def attribute(events: pd.DataFrame) -> Attribution:
     runs = sorted(pr.runs + loop_runs, key=lambda r: r.id)
     run_of[pr.member_rows] = pids[pr.member_run]
     lost_at: dict[int, list] = {}               # stream -> times of lost workers it could not name
-    lost_rows = pr.lost + [(int(i), int(streams[i])) for i in np.flatnonzero(_is(ev_codes, ev_names, {"worker_lost"}))]
+    lost_rows = pr.lost + [(int(i), int(streams[i])) for i in np.flatnonzero(is_in(ev_codes, ev_names, {"worker_lost"}))]
     for i, st in sorted(lost_rows):
         lost_at.setdefault(st, []).append(times[i])
     skips = [(times[i], task_names[task[i]], int(streams[i]), where(i))
-             for i in np.flatnonzero(_is(ev_codes, ev_names, {"skip"}) & (task >= 0)).tolist()]
+             for i in np.flatnonzero(is_in(ev_codes, ev_names, {"skip"}) & (task >= 0)).tolist()]
 
     _box(runs, lost_at, saves, skips)
     # a run still open after its stream's pool lost a process it cannot name, that never logged
@@ -499,11 +487,11 @@ def _tasks_by_run(task: np.ndarray, task_names: list, run_of: np.ndarray, run_ta
     names = list(dict.fromkeys([*task_names, *(t for t in run_task if t is not None)]))
     index = {t: k for k, t in enumerate(names)}
     of_run = np.asarray([index[t] if t is not None else -1 for t in run_task] + [-1], np.int64)
-    codes = np.where(run_of >= 0, of_run[run_of], task)
-    present = sorted(names[k] for k in np.unique(codes[codes >= 0]))
+    c = np.where(run_of >= 0, of_run[run_of], task)
+    present = sorted(names[k] for k in np.unique(c[c >= 0]))
     rank = np.full(len(names) + 1, -1, np.int64)
     rank[[index[t] for t in present]] = np.arange(len(present))
-    return pd.Categorical.from_codes(rank[codes], categories=pd.Index(present))
+    return pd.Categorical.from_codes(rank[c], categories=pd.Index(present))
 
 
 def _box(runs: list[Run], lost_at: dict, saves: dict, skips: list) -> None:

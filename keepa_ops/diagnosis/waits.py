@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .columns import codes, is_in
+
 WANT = {"wait", "heartbeat"}
 GRANT = {"grant"}
 GIVE_UP = {"abort"}
@@ -34,63 +36,85 @@ def _comeback(runs, run, t, countdown, stream_end):
 
 
 def wait_intervals(att) -> pd.DataFrame:
-    """One row per wait of every run in an ``Attribution``: one pass over the rows in
-    (run, time) order."""
+    """One row per wait of every run in an ``Attribution``, worked out on the rows in (run, time)
+    order without a loop over them.
+
+    Among a run's wait, grant, give-up, call and retry lines, a wait opens at a wait line that
+    does not follow one (or at a retry that does not), takes every wait line after it, and ends at
+    the next grant, give-up, call that cost tokens, or retry; a grant or call with no wait open is
+    no wait's. A wait still open when its run's lines end ends as its run did.
+    """
     ev = att.events
-    keep = ev[(ev["run"] >= 0) & ev["event"].isin(WANT | GRANT | GIVE_UP | {"spend", "run_finish", "retry"})]
-    keep = keep.iloc[np.lexsort((np.arange(len(keep)), keep["run"].to_numpy()))]
-    cols = [c for c in COLUMNS if c != "duration_s"]
-    if keep.empty:
+    run = ev["run"].to_numpy()
+    e_codes, e_names = codes(ev["event"])
+    hit = lambda names: is_in(e_codes, e_names, names)
+    want, retry = hit(WANT), hit({"retry"})
+    consumed = ev["consumed"].to_numpy(dtype="float64", na_value=np.nan)
+    closer = hit(GRANT | GIVE_UP) | (hit({"spend"}) & ~(consumed == 0))
+    rows = np.flatnonzero((run >= 0) & (want | retry | closer))
+    if not len(rows):
         return pd.DataFrame(columns=COLUMNS)
+    rows = rows[np.lexsort((rows, run[rows]))]
+    r, w, rt = run[rows], want[rows], retry[rows]
+    prev_want = np.r_[False, (r[1:] == r[:-1]) & w[:-1]]
+    starts = (w | rt) & ~prev_want
+    inside = w | rt | prev_want                # wait lines, retries, and the closer of an open wait
+    wid = np.cumsum(starts) - 1
+    rows, r, w, rt, wid = rows[inside], r[inside], w[inside], rt[inside], wid[inside]
+    if not len(rows):
+        return _typed(pd.DataFrame([], columns=[c for c in COLUMNS if c != "duration_s"]))
+    closing = ~w | rt                          # the row that ends its wait (a closer or a retry)
+    first = np.flatnonzero(np.r_[True, wid[1:] != wid[:-1]])
+    last = np.r_[first[1:] - 1, len(wid) - 1]
+    nwait = len(first)
+    times = ev["time"].to_numpy()
+    targets = ev["target"].to_numpy(dtype="float64", na_value=np.nan)
+    balance = ev["balance"].to_numpy(dtype="float64", na_value=np.nan)
+    target = targets[rows[first]].copy()
+    named = w & ~np.isnan(targets[rows])       # a later wait line's target replaces the first's
+    if named.any():
+        g = wid[named]
+        at = np.flatnonzero(np.r_[g[1:] != g[:-1], True])
+        target[g[at]] = targets[rows[named]][at]
+    lines = np.bincount(wid, weights=(w | rt).astype(np.float64), minlength=nwait).astype(np.int64)
+    wait_run = r[first]
+    # the last wait line of each wait (its end unless something ends it)
+    wl = np.flatnonzero(w)
+    end = np.empty(nwait, dtype=times.dtype)
+    end[:] = times[rows[first]]
+    end[wid[wl]] = times[rows[wl]]             # rows in order: the last write is the last wait line
+    end = list(end)
+    how = [None] * nwait
+    gave_up = hit(GIVE_UP)
     runs = att.run_list
-    rows = []
-    run_ids = keep["run"].to_numpy()
-    times = keep["time"].to_numpy()   # numpy datetimes: boxing a Timestamp per row cost seconds on big logs
-    fields = zip(run_ids, times, keep["event"].astype(object), keep["target"], keep["balance"], keep["consumed"],
-                 keep["source"].astype(object), keep["line"], keep["wait"])
-    open_, current = None, None
-
-    def close_open(run_id):
-        r = runs[run_id]
-        how = r.ended_by
-        if how == "open":
-            if r.silent:
-                open_[6] = "silent"
-            else:
-                open_[6], open_[3] = "open", att.stream_end[r.stream]
+    src_codes, src_names = codes(ev["source"])
+    line_no = ev["line"].to_numpy()
+    for k, j in enumerate(last.tolist()):
+        row = rows[j]
+        if closing[j] and rt[j]:
+            end[k], how[k] = _comeback(runs, runs[r[j]], times[row], ev["wait"].iat[row], att.stream_end), "retried"
+        elif closing[j]:
+            end[k], how[k] = times[row], "gave_up" if gave_up[row] else "granted"
         else:
-            open_[6] = {"finished": "run_finished"}.get(how, how)
-            if r.end is not None and r.end == r.end:
-                open_[3] = r.end
-        rows.append(open_)
+            run_ = runs[r[j]]
+            if run_.ended_by == "open":
+                if run_.silent:
+                    how[k] = "silent"
+                else:
+                    how[k], end[k] = "open", att.stream_end[run_.stream]
+            else:
+                how[k] = {"finished": "run_finished"}.get(run_.ended_by, run_.ended_by)
+                if run_.end is not None and run_.end == run_.end:
+                    end[k] = run_.end
+    starts_at = rows[first]
+    df = pd.DataFrame({
+        "run": wait_run, "task": [runs[k].task for k in wait_run.tolist()], "start": times[starts_at],
+        "end": end, "target": target, "balance": balance[starts_at], "ended_by": how, "lines": lines,
+        "where": [f"{src_names[src_codes[i]]}:{int(line_no[i])}" for i in starts_at.tolist()]})
+    return _typed(df).sort_values("start", kind="stable").reset_index(drop=True)
 
-    for run_id, t, e, target, bal, consumed, src, line, wait in fields:
-        if run_id != current:
-            if open_ is not None:
-                close_open(current)
-            open_, current = None, run_id
-        if e == "retry":
-            if open_ is None:
-                open_ = [run_id, runs[run_id].task, t, t, target, bal, None, 0, f"{src}:{int(line)}"]
-            open_[3], open_[6] = _comeback(runs, runs[run_id], t, wait, att.stream_end), "retried"
-            open_[7] += 1
-            rows.append(open_)
-            open_ = None
-        elif e in WANT:
-            if open_ is None:
-                open_ = [run_id, runs[run_id].task, t, t, target, bal, None, 0, f"{src}:{int(line)}"]
-            open_[3] = t
-            open_[7] += 1
-            if target == target:
-                open_[4] = target
-        elif open_ is not None and (e in GRANT or e in GIVE_UP or (e == "spend" and not (consumed == 0))):
-            open_[3] = t
-            open_[6] = "gave_up" if e in GIVE_UP else "granted"
-            rows.append(open_)
-            open_ = None
-    if open_ is not None:
-        close_open(current)
-    df = pd.DataFrame(rows, columns=cols)
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
     df["start"], df["end"] = pd.to_datetime(df["start"]), pd.to_datetime(df["end"])
     df["duration_s"] = (df["end"] - df["start"]).dt.total_seconds()
-    return df.sort_values("start", kind="stable").reset_index(drop=True)
+    return df
