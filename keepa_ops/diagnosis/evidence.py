@@ -18,12 +18,16 @@
 """
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.json as pa_json
 
+from .columns import where_of
 from .rate import refill_rate
 from .readings import waited_target
 from .runs import SILENT_MIN_S, TOKEN_TASKS as KEEPA_TASKS, attribute, is_backfill
@@ -59,81 +63,112 @@ class Evidence:
         return 60 * self.rate if self.rate else None
 
 
+def _detail_values(details: np.ndarray, keys: tuple) -> dict:
+    """``keys`` of each row's detail JSON, as object arrays (None where absent).
+
+    Read by arrow's JSON reader in one pass when every value is a number or a text; anything
+    else (nested values, booleans, a malformed detail) is read row by row with ``json.loads``.
+    """
+    text = [d if isinstance(d, str) and d else "{}" for d in details]
+    try:
+        table = pa_json.read_json(io.BytesIO("\n".join(text).encode("utf-8")))
+        simple = all(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t)
+                     or pa.types.is_null(t) for t in (table.schema.field(k).type for k in keys
+                                                       if k in table.schema.names))
+        if simple and table.num_rows == len(text):
+            return {k: np.asarray(table.column(k).to_pylist() if k in table.schema.names else [None] * len(text),
+                                  dtype=object) for k in keys}
+    except (pa.ArrowInvalid, UnicodeEncodeError):
+        pass
+    rows = [json.loads(d) for d in text]
+    rows = [r if isinstance(r, dict) else {} for r in rows]
+    return {k: np.asarray([r.get(k) for r in rows], dtype=object) for k in keys}
+
+
+def _changed(task: np.ndarray, *values: np.ndarray) -> np.ndarray:
+    """Rows whose values differ from the previous row of the same task (a task's first row: changed)."""
+    order = np.lexsort((np.arange(len(task)), task))
+    t = task[order]
+    same = np.r_[False, t[1:] == t[:-1]]
+    for v in values:
+        v = v[order]
+        same[1:] &= np.asarray(v[1:] == v[:-1], dtype=bool)
+    out = np.empty(len(task), bool)
+    out[order] = ~same
+    return out
+
+
 def _saved_work(ev: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    last_pos: dict[str, tuple] = {}
-    last_mark: dict[str, str] = {}
+    """Saved work in time order (see the module doc): rows upserted, a checkpoint that moved from the task's
+    last checkpoint or resume, a watermark that moved from the task's last one."""
     it = ev[ev["event"].isin(["upsert", "checkpoint", "resume", "watermark", "watermark_loaded",
                               "run_finish"]) & ev["task"].notna()]
-    for t, task, e, kind, items, detail, src, line in zip(
-            it["time"], it["task"].astype(object), it["event"].astype(object), it["kind"].astype(object),
-            it["items"].astype("float64"), it["detail"].astype(object), it["source"].astype(object), it["line"]):
-        where = f"{src}:{int(line)}"
-        if e == "upsert" and not (items <= 0):
-            rows.append((t, task, "upserted", items, where))
-        elif e == "run_finish" and kind == "ingest_complete" and items > 0:
-            rows.append((t, task, "upserted", items, where))
-        elif e in ("checkpoint", "resume", "watermark", "watermark_loaded"):
-            d = json.loads(detail) if isinstance(detail, str) else {}
-            if e in ("checkpoint", "resume"):
-                pos = (d.get("page"), d.get("chunk"))
-                if e == "checkpoint" and pos != last_pos.get(task):
-                    rows.append((t, task, "checkpoint", np.nan, where))
-                last_pos[task] = pos
-            else:
-                mark = d.get("iso")
-                if e == "watermark" and mark != last_mark.get(task):
-                    rows.append((t, task, "watermark", np.nan, where))
-                last_mark[task] = mark
-    return pd.DataFrame(rows, columns=["time", "task", "what", "items", "where"])
+    e = it["event"].astype(object).to_numpy()
+    task_codes = it["task"].cat.codes.to_numpy() if hasattr(it["task"], "cat") else pd.factorize(it["task"])[0]
+    items = it["items"].to_numpy(dtype="float64", na_value=np.nan)
+    kind = it["kind"].astype(object).to_numpy()
+    what = np.full(len(it), None, dtype=object)
+    with np.errstate(invalid="ignore"):
+        what[((e == "upsert") & ~(items <= 0)) | ((e == "run_finish") & (kind == "ingest_complete") & (items > 0))] = \
+            "upserted"
+    details = it["detail"].to_numpy(dtype=object, na_value=None)
+    for marks, keys, label in ((("checkpoint", "resume"), ("page", "chunk"), "checkpoint"),
+                               (("watermark", "watermark_loaded"), ("iso",), "watermark")):
+        rows = np.flatnonzero(np.isin(e, marks))
+        if len(rows):
+            vals = _detail_values(details[rows], keys)
+            moved = _changed(task_codes[rows], *vals.values()) & (e[rows] == label)
+            what[rows[moved]] = label
+    keep = np.flatnonzero(what != None)  # noqa: E711 (an object array)
+    sel = it.iloc[keep]
+    return pd.DataFrame({"time": sel["time"].to_numpy(), "task": sel["task"].astype(object).to_numpy(),
+                         "what": what[keep], "items": np.where(what[keep] == "upserted", items[keep], np.nan),
+                         "where": where_of(sel)}, columns=["time", "task", "what", "items", "where"])
 
 
-def _ms(series) -> list:
-    return (pd.to_datetime(series).to_numpy().astype("datetime64[ms]").astype("int64")).tolist()
+def _names(tasks: pd.Series) -> set:
+    """The task names in a column (each distinct one once, however many rows name it)."""
+    return {str(t) for t in tasks.dropna().unique()}
 
 
-def _stretches(task: str, ev: pd.DataFrame, waits: pd.DataFrame, saved: pd.DataFrame, gap_s: float,
+def _ms(series) -> np.ndarray:
+    return pd.to_datetime(series).to_numpy().astype("datetime64[ms]").astype("int64")
+
+
+def _stretches(task: str, waits: pd.DataFrame, aborts: pd.DataFrame, marks: np.ndarray, gap_s: float,
                grant_ends: bool):
-    """Stretches in which ``task`` wanted tokens and saved nothing (a frame, empty if none): the span of its waits and
-    give-ups that no saved work separates, no idle gap over ``gap_s`` and, if ``grant_ends``,
-    no wait that ended in a grant."""
-    import bisect
+    """Stretches in which ``task`` wanted tokens and saved nothing (a frame, empty if none): the span of its
+    waits and give-ups (``aborts``: time, where) that no saved work (``marks``, ms, sorted) separates, no idle
+    gap over ``gap_s`` and, if ``grant_ends``, no wait that ended in a grant.
 
-    w = waits[waits["task"] == task]
-    aborts = ev.loc[(ev["task"] == task) & (ev["event"] == "abort"), ["time", "source", "line"]]
-    spans = list(zip(_ms(w["start"]), _ms(w["end"]), [0] * len(w), w["where"], (w["ended_by"] == "granted").tolist()))
-    spans += list(zip(_ms(aborts["time"]), _ms(aborts["time"]), [1] * len(aborts),
-                      [f"{s}:{int(ln)}" for s, ln in zip(aborts["source"], aborts["line"])], [False] * len(aborts)))
-    if not spans:
+    Worked out without a loop: in start order, a stretch ends after a granted wait (if ``grant_ends``);
+    between such ends, a stretch's end so far is the running maximum of the ends since the last grant
+    (a break only happens where that maximum is at or before the next start), so a new stretch begins
+    at a span that starts more than ``gap_s`` after it, or with saved work logged in between.
+    """
+    s = np.r_[_ms(waits["start"]), _ms(aborts["time"])]
+    if not len(s):
         return pd.DataFrame()
-    spans.sort(key=lambda x: x[0])
-    marks = sorted(_ms(saved.loc[saved["task"] == task, "time"]))
-    gap_ms = gap_s * 1000
-    out, cur = [], None
-    for s, e, is_abort, where, granted in spans:
-        if cur is not None:
-            # saved work logged at or after the last want and no later than this one separates them
-            progressed = bisect.bisect_left(marks, cur[1]) < bisect.bisect_right(marks, s)
-            if progressed or s - cur[1] > gap_ms:
-                out.append(cur)
-                cur = None
-        if cur is None:
-            cur = [s, e, is_abort, where]
-        else:
-            cur[1] = max(cur[1], e)
-            cur[2] += is_abort
-        if grant_ends and granted:
-            out.append(cur)
-            cur = None
-    if cur is not None:
-        out.append(cur)
-    if not out:
-        return pd.DataFrame()
-    s, e, a, wh = zip(*out)
-    start, end = np.asarray(s, dtype=np.int64), np.asarray(e, dtype=np.int64)
+    e = np.r_[_ms(waits["end"]), _ms(aborts["time"])]
+    is_abort = np.r_[np.zeros(len(waits), np.int64), np.ones(len(aborts), np.int64)]
+    granted = np.r_[(waits["ended_by"] == "granted").to_numpy(dtype=bool), np.zeros(len(aborts), bool)]
+    where = np.r_[waits["where"].to_numpy(dtype=object), aborts["where"].to_numpy(dtype=object)]
+    order = np.argsort(s, kind="stable")
+    s, e, is_abort, granted, where = s[order], e[order], is_abort[order], granted[order], where[order]
+    forced = np.r_[True, granted[:-1] & grant_ends]        # a stretch begins after a granted wait
+    seg = np.cumsum(forced) - 1
+    upto = pd.Series(e).groupby(seg).cummax().to_numpy()   # the running maximum of the ends per segment
+    prev_max = np.r_[0, upto[:-1]]
+    progressed = np.searchsorted(marks, prev_max, "left") < np.searchsorted(marks, s, "right")
+    begins = forced | progressed | (s - prev_max > gap_s * 1000)
+    group = np.cumsum(begins) - 1
+    first = np.flatnonzero(begins)
+    last = np.r_[first[1:] - 1, len(s) - 1]
+    start, end = s[first], upto[last]
     return pd.DataFrame({"task": task, "start": pd.to_datetime(start, unit="ms").as_unit("ns"),
                          "end": pd.to_datetime(end, unit="ms").as_unit("ns"), "duration_s": (end - start) / 1000.0,
-                         "aborts": np.asarray(a, dtype=np.int64), "where": pd.Series(wh, dtype=object)})
+                         "aborts": np.bincount(group, weights=is_abort).astype(np.int64),
+                         "where": pd.Series(where[first], dtype=object)})
 
 
 def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
@@ -145,18 +180,27 @@ def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
     sp = ev[(ev["event"] == "spend") & (ev["consumed"].fillna(0) > 0)]
     spends = pd.DataFrame({"time": sp["time"], "task": sp["task"].astype(object), "consumed": sp["consumed"],
                            "kind": sp["kind"].astype(object),
-                           "where": [f"{s}:{int(ln)}" for s, ln in zip(sp["source"], sp["line"])]})
+                           "where": where_of(sp)})
     rate, source, how = refill_rate(ev)
     kb = ev[ev["tokens_left"].notna()]
     keepa_balance = pd.DataFrame({"time": kb["time"], "balance": kb["tokens_left"],
-                                  "where": [f"{s}:{int(ln)}" for s, ln in zip(kb["source"], kb["line"])]})
+                                  "where": where_of(kb)})
     start, end = (ev["time"].min(), ev["time"].max()) if len(ev) else (None, None)
     # a task that only waits in Celery retries (its calls gated elsewhere) is ours if it is a Keepa task
-    retried = set(ev.loc[ev["event"] == "retry", "task"].dropna().astype(str)) & KEEPA_TASKS
-    names = sorted(set(ev.loc[ev["event"].isin(TOKEN_EVENTS), "task"].dropna().astype(str)) | retried)
+    retried = _names(ev.loc[ev["event"] == "retry", "task"]) & KEEPA_TASKS
+    names = sorted(_names(ev.loc[ev["event"].isin(TOKEN_EVENTS), "task"]) | retried)
     cols = ["task", "start", "end", "duration_s", "aborts", "where"]
+    ab = ev.loc[ev["event"] == "abort", ["time", "task"]]
+    ab = ab.assign(where=where_of(ev.loc[ab.index]), task=ab["task"].astype(object))
+    by_task = {n: g for n, g in ab.groupby("task", sort=False)}
+    no_abort = ab.iloc[:0]
+    waits_of = {n: g for n, g in waits.groupby("task", sort=False)} if len(waits) else {}
+    marks_of = {n: np.sort(_ms(g["time"])) for n, g in saved.groupby("task", sort=False)} if len(saved) else {}
+
     def stretches(grant_ends):
-        found = [f for n in names if len(f := _stretches(n, ev, waits, saved, bound_s, grant_ends))]
+        found = [f for n in names if len(f := _stretches(n, waits_of.get(n, waits.iloc[:0]), by_task.get(n, no_abort),
+                                                         marks_of.get(n, np.array([], np.int64)), bound_s,
+                                                         grant_ends))]
         return pd.concat(found, ignore_index=True)[cols] if found else pd.DataFrame([], columns=cols)
 
     hungry, unsaved = stretches(True), stretches(False)
