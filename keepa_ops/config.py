@@ -64,9 +64,11 @@ def _number(d, key, where, default=None, *, minimum=None, strict=False, integer=
 
 
 def _duration(d, key, where, default, *, positive=True):
-    """A duration field in seconds: finite, and > 0 (``positive``) or >= 0."""
+    """A duration field in seconds: finite, and > 0 (``positive``) or >= 0; absent or null: ``default``."""
     name = f"{where}.{key}" if where else key
-    v = d.get(key, default)
+    v = d.get(key)
+    if v is None:   # `key:` with no value means the default, as for a number
+        v = default
     if v is None:
         return None
     s = parse_duration(v, name)

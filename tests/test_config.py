@@ -82,3 +82,12 @@ def test_cron_and_overrides(seed_raw):
     cfg2 = cfg.with_overrides({"tasks.update_recent_deals.batch_size": 5, "policy": "priority"})
     assert cfg2.tasks["update_recent_deals"].batch_size == 5 and cfg2.policy == "priority"
     assert cfg.tasks["update_recent_deals"].batch_size == 10  # the original is untouched
+
+
+def test_a_duration_given_as_null_takes_its_default():
+    """`starvation_bound:` with no value is the default bound, as a number field's null is its default
+    (found by the hostile-config property: it reached the policy as None)."""
+    from keepa_ops.config import load_config
+
+    cfg = load_config({"refill_per_minute": 1, "starvation_bound": None, "tasks": {"up": {"role": "upserter"}}})
+    assert cfg.starvation_bound == 3600.0
