@@ -36,6 +36,7 @@ from .waits import wait_intervals
 TOKEN_EVENTS = {"wait", "heartbeat", "grant", "spend", "abort", "429"}
 WANT = {"wait", "heartbeat", "abort"}
 STALL_MIN_S = 900.0
+TEXT_DETAILS = {"iso", "reason"}   # detail fields that are texts (the others are numbers)
 
 
 @dataclass
@@ -66,18 +67,18 @@ class Evidence:
 def _detail_values(details: np.ndarray, keys: tuple) -> dict:
     """``keys`` of each row's detail JSON, as object arrays (None where absent).
 
-    Read by arrow's JSON reader in one pass when every value is a number or a text; anything
-    else (nested values, booleans, a malformed detail) is read row by row with ``json.loads``.
+    Read by arrow's JSON reader in one pass when each key holds what it should (a text for
+    TEXT_DETAILS, else a number); any other value, or a malformed detail, and every row is read
+    with ``json.loads`` instead, so the values are always what ``json.loads`` would compare.
     """
     text = [d if isinstance(d, str) and d else "{}" for d in details]
+    schema = pa.schema([(k, pa.string() if k in TEXT_DETAILS else pa.float64()) for k in keys])
     try:
-        table = pa_json.read_json(io.BytesIO("\n".join(text).encode("utf-8")))
-        simple = all(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t)
-                     or pa.types.is_null(t) for t in (table.schema.field(k).type for k in keys
-                                                       if k in table.schema.names))
-        if simple and table.num_rows == len(text):
-            return {k: np.asarray(table.column(k).to_pylist() if k in table.schema.names else [None] * len(text),
-                                  dtype=object) for k in keys}
+        table = pa_json.read_json(io.BytesIO("\n".join(text).encode("utf-8")),
+                                  parse_options=pa_json.ParseOptions(explicit_schema=schema,
+                                                                     unexpected_field_behavior="ignore"))
+        if table.num_rows == len(text):
+            return {k: np.asarray(table.column(k).to_pylist(), dtype=object) for k in keys}
     except (pa.ArrowInvalid, UnicodeEncodeError):
         pass
     rows = [json.loads(d) for d in text]

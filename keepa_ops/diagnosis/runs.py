@@ -233,20 +233,20 @@ def _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_nam
     open_rows = row[first]
     by_row = np.argsort(open_rows, kind="stable")
     runs = []
-    for s in by_row:
-        i, e = int(open_rows[s]), int(end_row[s])
-        t = run_task[s]
-        r = Run(-1, int(stream[i]), proc_names[proc[i]], task_names[t] if t >= 0 else None, times[i], where(i),
-                bool(kind[first[s]] == _START), last=times[lr[s]])
+    o, lr_, er = open_rows[by_row], lr[by_row], end_row[by_row]
+    cols = zip(o.tolist(), er.tolist(), stream[o].tolist(), proc[o].tolist(), run_task[by_row].tolist(),
+               (kind[first[by_row]] == _START).tolist(), list(times[o]), list(times[lr_]), how[by_row].tolist(),
+               last_target[by_row].tolist(), announced[by_row].tolist(), waiting[by_row].tolist(),
+               hint_bf[by_row].tolist(), hint_feed[by_row].tolist())
+    for i, e, st, p, t, in_log, start, last_t, ended_by, target, said, waits_now, bf, feed in cols:
+        r = Run(-1, st, proc_names[p], task_names[t] if t >= 0 else None, start, where(i), in_log, last=last_t,
+                ended_by=ended_by, last_target=None if target != target else target,
+                announced=None if said != said else said, waiting=waits_now)
         if e >= 0:
             r.end, r.end_where = times[e], where(e)
-        r.ended_by = how[s]
-        r.last_target = None if np.isnan(last_target[s]) else float(last_target[s])
-        r.announced = None if np.isnan(announced[s]) else float(announced[s])
-        r.waiting = bool(waiting[s])
-        if hint_bf[s]:
+        if bf:
             r.hints.add("backfill")
-        if hint_feed[s]:
+        if feed:
             r.hints.add("feed")
         runs.append(r)
     rank = np.empty(len(first), np.int64)
@@ -438,7 +438,7 @@ def attribute(events: pd.DataFrame) -> Attribution:
     skips = [(times[i], task_names[task[i]], int(streams[i]), where(i))
              for i in np.flatnonzero(is_in(ev_codes, ev_names, {"skip"}) & (task >= 0)).tolist()]
 
-    _box(runs, lost_at, saves, skips)
+    _box(runs, lost_at, saves, skips, times.dtype)
     # a run still open after its stream's pool lost a process it cannot name, that never logged
     # again and stayed quiet a long while: it was the one that died
     stream_end: dict[int, pd.Timestamp] = {}
@@ -494,18 +494,22 @@ def _tasks_by_run(task: np.ndarray, task_names: list, run_of: np.ndarray, run_ta
     return pd.Categorical.from_codes(rank[c], categories=pd.Index(present))
 
 
-def _box(runs: list[Run], lost_at: dict, saves: dict, skips: list) -> None:
-    """The loop's numpy datetimes as Timestamps, in place: only the runs' own times, the lost
-    workers', the checkpoints' and the skips' (a few per run), never one per line."""
-    ts = pd.Timestamp
+def _box(runs: list[Run], lost_at: dict, saves: dict, skips: list, unit) -> None:
+    """The loop's numpy datetimes (of dtype ``unit``) as Timestamps, in place: only the runs' own
+    times, the lost workers', the checkpoints' and the skips' (a few per run), never one per line;
+    boxed by pandas in one call, not one Timestamp() each."""
+    flat = [t for r in runs for t in (r.start, r.last, r.end, r.maybe)]
+    flat += [t for d in (lost_at, saves) for v in d.values() for t in v] + [t for t, *_ in skips]
+    it = iter(pd.DatetimeIndex(np.asarray([np.datetime64("NaT") if t is None else t for t in flat],
+                                          dtype=unit)).tolist())
     for r in runs:
-        r.start, r.last = ts(r.start), ts(r.last)
-        r.end = None if r.end is None else ts(r.end)
-        r.maybe = None if r.maybe is None else ts(r.maybe)
+        r.start, r.last, end, maybe = next(it), next(it), next(it), next(it)
+        r.end = None if r.end is None else end
+        r.maybe = None if r.maybe is None else maybe
     for d in (lost_at, saves):
         for k, v in d.items():
-            d[k] = [ts(t) for t in v]
-    skips[:] = [(ts(t), *rest) for t, *rest in skips]
+            d[k] = [next(it) for _ in v]
+    skips[:] = [(next(it), *rest) for _, *rest in skips]
 
 
 def _mark_silent(runs: list[Run], run_of: np.ndarray, times: pd.Series, stream_end: dict) -> None:

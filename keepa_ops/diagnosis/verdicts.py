@@ -142,13 +142,13 @@ def livelock(e: Evidence, bound_s: float) -> Finding:
     that stretch: the tokens go to its own unsaved work (peeks), or to nobody. Nobody starves
     it; it starves itself."""
     cands = []
-    for _, h in e.unsaved.iterrows():
-        if h["aborts"] >= LIVELOCK_GIVE_UPS and h["duration_s"] > bound_s:
-            others = _spent_by_others(e, h["task"], h["start"], h["end"])
-            own = e.spends[(e.spends["task"] == h["task"]) & (e.spends["time"] >= h["start"])
-                           & (e.spends["time"] <= h["end"])]["consumed"].sum()
-            if others.sum() <= own:
-                cands.append((h, own))
+    long_ = e.unsaved[(e.unsaved["aborts"] >= LIVELOCK_GIVE_UPS) & (e.unsaved["duration_s"] > bound_s)]
+    for _, h in long_.iterrows():
+        others = _spent_by_others(e, h["task"], h["start"], h["end"])
+        own = e.spends[(e.spends["task"] == h["task"]) & (e.spends["time"] >= h["start"])
+                       & (e.spends["time"] <= h["end"])]["consumed"].sum()
+        if others.sum() <= own:
+            cands.append((h, own))
     if not cands:
         return Finding("livelock", False, "no task gave up again and again for longer than the bound while "
                                           "the tokens went to nobody else")
