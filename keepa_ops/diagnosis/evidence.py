@@ -206,8 +206,9 @@ def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
 
     hungry, unsaved = stretches(True), stretches(False)
     tasks = {}
+    narrow = ev[["task", "event", "target"]]   # what the per-task figures read: not a copy of every column
     for name in names:
-        e = ev[ev["task"] == name]
+        e = narrow[narrow["task"] == name]
         w = waits[waits["task"] == name]
         s = spends[spends["task"] == name]
         r = att.runs[(att.runs["task"] == name)]
