@@ -663,20 +663,30 @@ def _attribute(df: pd.DataFrame) -> pd.DataFrame:
     proc_codes = df["process"].cat.codes.to_numpy()
     mainproc = np.flatnonzero(df["process"].cat.categories == "MainProcess")
     worker = (proc_codes >= 0) & (proc_codes != (mainproc[0] if len(mainproc) else -2))
-    ev = df["event"]
-    starts = ((ev == "run_start").to_numpy() & worker).astype(np.int64)
-    ends = (((ev == "run_finish") | (ev == "retry")).to_numpy() & worker).astype(np.int64)  # a retry ends one too
-    key = df["stream"].cat.codes.to_numpy().astype(np.int64) * 100_003 + proc_codes
-    g = pd.DataFrame({"k": key, "s": starts, "e": ends})
-    grp = g.groupby("k", sort=False)
-    seg = grp["s"].cumsum().to_numpy() + grp["e"].cumsum().to_numpy() - ends
-    codes = df["task"].cat.codes.to_numpy().astype("float64")
-    codes[codes < 0] = np.nan
-    explicit = np.where((ev == "skip").to_numpy(), np.nan, codes)  # a skip names a task NOT running here
-    segment = (key << 32) + seg  # one int64 per (stream, process, segment): a single-key groupby
-    seg_first = pd.Series(explicit).groupby(segment, sort=False).transform("first").to_numpy()
-    filled = np.where(np.isnan(codes) & worker, seg_first, codes)
-    cats = df["task"].cat.categories
-    df["task"] = pd.Categorical.from_codes(np.where(np.isnan(filled), -1, filled).astype(np.int64),
-                                           categories=cats)
+    codes = df["task"].cat.codes.to_numpy().astype(np.int32)
+    if not ((codes < 0) & worker).any():
+        return df
+    # rows grouped by (stream, process), each group in read order: small integers, no hash tables
+    nproc = len(df["process"].cat.categories) + 1
+    key = df["stream"].cat.codes.to_numpy().astype(np.int32) * np.int32(nproc) + (proc_codes.astype(np.int32) + 1)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    ev = df["event"].cat
+    names = list(ev.categories)
+    ev_codes = ev.codes.to_numpy()[order]
+    hit = lambda wanted: np.asarray([n in wanted for n in names] + [False])[ev_codes]
+    w = worker[order]
+    starts = hit({"run_start"}) & w
+    ends = hit({"run_finish", "retry"}) & w        # a retry ends one too
+    new_group = np.r_[True, key[1:] != key[:-1]]
+    # a segment begins at a group's first row, at a start, and at the row after an end
+    segment = np.cumsum(new_group | starts | (np.r_[False, ends[:-1]] & ~new_group)) - 1
+    explicit = np.where(hit({"skip"}), -1, codes[order])  # a skip names a task NOT running here
+    named = np.flatnonzero(explicit >= 0)
+    seg_task = np.full(int(segment[-1]) + 1, -1, np.int32)
+    first_seg, first_at = np.unique(segment[named], return_index=True)
+    seg_task[first_seg] = explicit[named[first_at]]
+    fill = (codes[order] < 0) & w
+    codes[order[fill]] = seg_task[segment[fill]]
+    df["task"] = pd.Categorical.from_codes(codes, categories=df["task"].cat.categories)
     return df
