@@ -58,22 +58,22 @@ def is_backfill(task: str | None) -> bool:
     return bool(task) and "backfill" in task
 
 
-@dataclass
+@dataclass(slots=True)
 class Run:
     id: int
     stream: int
     process: str | None
     task: str | None
-    start: pd.Timestamp
+    start: np.datetime64        # times are numpy datetimes in the events' unit: boxed only in the ``runs`` table
     where: str                  # file:line of its first line
     started_in_log: bool        # False: its start was before the log (or its rotation) began
-    end: pd.Timestamp | None = None
+    end: np.datetime64 | None = None
     ended_by: str = "open"      # finished | retry | died | restart | superseded | open
-    last: pd.Timestamp | None = None
+    last: np.datetime64 | None = None
     end_where: str | None = None
     last_target: float | None = None
     hints: set = field(default_factory=set)
-    maybe: pd.Timestamp | None = None   # the last line that could have been this run's (given to another
+    maybe: np.datetime64 | None = None  # the last line that could have been this run's (given to another
                                         # by a weak rule, or left ambiguous): it was not silent until then
     announced: float | None = None      # the re-check its last (possible) wait line announced, in seconds
     silent: bool = False                # still open at the end, but quiet for far longer than it should be
@@ -81,7 +81,7 @@ class Run:
 
 
     @property
-    def seen(self) -> pd.Timestamp:
+    def seen(self) -> np.datetime64:
         """The last moment the log shows it (or a line that may have been its)."""
         return self.last if self.maybe is None else max(self.last, self.maybe)
 
@@ -234,16 +234,16 @@ def _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_nam
     by_row = np.argsort(open_rows, kind="stable")
     runs = []
     o, lr_, er = open_rows[by_row], lr[by_row], end_row[by_row]
-    cols = zip(o.tolist(), er.tolist(), stream[o].tolist(), proc[o].tolist(), run_task[by_row].tolist(),
+    cols = zip(er.tolist(), stream[o].tolist(), proc[o].tolist(), run_task[by_row].tolist(),
                (kind[first[by_row]] == _START).tolist(), list(times[o]), list(times[lr_]), how[by_row].tolist(),
                last_target[by_row].tolist(), announced[by_row].tolist(), waiting[by_row].tolist(),
-               hint_bf[by_row].tolist(), hint_feed[by_row].tolist())
-    for i, e, st, p, t, in_log, start, last_t, ended_by, target, said, waits_now, bf, feed in cols:
-        r = Run(-1, st, proc_names[p], task_names[t] if t >= 0 else None, start, where(i), in_log, last=last_t,
+               hint_bf[by_row].tolist(), hint_feed[by_row].tolist(), where(o), where(np.maximum(er, 0)))
+    for e, st, p, t, in_log, start, last_t, ended_by, target, said, waits_now, bf, feed, at, end_at in cols:
+        r = Run(-1, st, proc_names[p], task_names[t] if t >= 0 else None, start, at, in_log, last=last_t,
                 ended_by=ended_by, last_target=None if target != target else target,
                 announced=None if said != said else said, waiting=waits_now)
         if e >= 0:
-            r.end, r.end_where = times[e], where(e)
+            r.end, r.end_where = times[e], end_at
         if bf:
             r.hints.add("backfill")
         if feed:
@@ -264,7 +264,7 @@ def attribute(events: pd.DataFrame) -> Attribution:
     ev = (events if not t.isna().any() and t.is_monotonic_increasing
           else events.sort_values("time", kind="stable")).reset_index(drop=True)
     n = len(ev)
-    times = ev["time"].to_numpy()  # numpy datetimes in the loop; Timestamps for the runs after it (_box)
+    times = ev["time"].to_numpy()  # numpy datetimes throughout: a Timestamp per run cost seconds on big logs
     ev_codes, ev_names = codes(ev["event"])
     proc, proc_names = codes(ev["process"])
     task, task_names = codes(ev["task"])
@@ -277,6 +277,10 @@ def attribute(events: pd.DataFrame) -> Attribution:
     details = ev["detail"]  # read only at the few lines that need it (a process's exit): not boxed per line
 
     def where(i):
+        """``file:line`` of row ``i``, or a list of them for an array of rows."""
+        if isinstance(i, np.ndarray):
+            return [_where(src_names[c] if c >= 0 else None, ln) for c, ln in zip(src_codes[i].tolist(),
+                                                                                 lines[i].tolist())]
         return _where(src_names[src_codes[i]] if src_codes[i] >= 0 else None, lines[i])
 
     exit_names = {}
@@ -438,7 +442,6 @@ def attribute(events: pd.DataFrame) -> Attribution:
     skips = [(times[i], task_names[task[i]], int(streams[i]), where(i))
              for i in np.flatnonzero(is_in(ev_codes, ev_names, {"skip"}) & (task >= 0)).tolist()]
 
-    _box(runs, lost_at, saves, skips, times.dtype)
     # a run still open after its stream's pool lost a process it cannot name, that never logged
     # again and stayed quiet a long while: it was the one that died
     stream_end: dict[int, pd.Timestamp] = {}
@@ -471,15 +474,24 @@ def attribute(events: pd.DataFrame) -> Attribution:
     inferred = _infer_tasks(runs, skips)
     ev["run"] = run_of
     ev["task"] = _tasks_by_run(task, task_names, run_of, [r.task for r in runs])
-    table = pd.DataFrame([{
-        "run": r.id, "stream": r.stream, "process": r.process, "task": r.task, "start": r.start, "end": r.end,
-        "last": r.seen, "ended_by": r.ended_by, "where": r.where, "end_where": r.end_where,
-        "started_in_log": r.started_in_log, "silent": r.silent, "retry_in": r.announced if r.ended_by == "retry"
-        else None} for r in runs],
-        columns=["run", "stream", "process", "task", "start", "end", "last", "ended_by", "where", "end_where",
-                 "started_in_log", "silent", "retry_in"])
+    table = _table(runs)
     sk = pd.DataFrame(skips, columns=["time", "task", "stream", "where"])
     return Attribution(ev, table, sk, ambiguous, unattributed, inferred, runs, stream_end)
+
+
+RUN_COLUMNS = ["run", "stream", "process", "task", "start", "end", "last", "ended_by", "where", "end_where",
+               "started_in_log", "silent", "retry_in"]
+
+
+def _table(runs: list[Run]) -> pd.DataFrame:
+    """The runs as a frame, a column at a time (times stay in the events' unit)."""
+    cols = {"run": [r.id for r in runs], "stream": [r.stream for r in runs], "process": [r.process for r in runs],
+            "task": [r.task for r in runs], "start": [r.start for r in runs], "end": [r.end for r in runs],
+            "last": [r.seen for r in runs], "ended_by": [r.ended_by for r in runs],
+            "where": [r.where for r in runs], "end_where": [r.end_where for r in runs],
+            "started_in_log": [r.started_in_log for r in runs], "silent": [r.silent for r in runs],
+            "retry_in": [r.announced if r.ended_by == "retry" else None for r in runs]}
+    return pd.DataFrame(cols, columns=RUN_COLUMNS)
 
 
 def _tasks_by_run(task: np.ndarray, task_names: list, run_of: np.ndarray, run_task: list) -> pd.Categorical:
@@ -492,24 +504,6 @@ def _tasks_by_run(task: np.ndarray, task_names: list, run_of: np.ndarray, run_ta
     rank = np.full(len(names) + 1, -1, np.int64)
     rank[[index[t] for t in present]] = np.arange(len(present))
     return pd.Categorical.from_codes(rank[c], categories=pd.Index(present))
-
-
-def _box(runs: list[Run], lost_at: dict, saves: dict, skips: list, unit) -> None:
-    """The loop's numpy datetimes (of dtype ``unit``) as Timestamps, in place: only the runs' own
-    times, the lost workers', the checkpoints' and the skips' (a few per run), never one per line;
-    boxed by pandas in one call, not one Timestamp() each."""
-    flat = [t for r in runs for t in (r.start, r.last, r.end, r.maybe)]
-    flat += [t for d in (lost_at, saves) for v in d.values() for t in v] + [t for t, *_ in skips]
-    it = iter(pd.DatetimeIndex(np.asarray([np.datetime64("NaT") if t is None else t for t in flat],
-                                          dtype=unit)).tolist())
-    for r in runs:
-        r.start, r.last, end, maybe = next(it), next(it), next(it), next(it)
-        r.end = None if r.end is None else end
-        r.maybe = None if r.maybe is None else maybe
-    for d in (lost_at, saves):
-        for k, v in d.items():
-            d[k] = [next(it) for _ in v]
-    skips[:] = [(next(it), *rest) for _, *rest in skips]
 
 
 def _mark_silent(runs: list[Run], run_of: np.ndarray, times: pd.Series, stream_end: dict) -> None:

@@ -24,6 +24,10 @@ GIVE_UP = {"abort"}
 COLUMNS = ["run", "task", "start", "end", "target", "balance", "ended_by", "duration_s", "lines", "where"]
 
 
+def _ns(t) -> np.datetime64:
+    return pd.Timestamp(t).as_unit("ns").to_datetime64()
+
+
 def _comeback(runs, run, t, countdown, stream_end):
     """When a retried run's task runs again: its next run in the stream, else the log's end (still
     waiting), never before the countdown it announced."""
@@ -78,34 +82,39 @@ def wait_intervals(att) -> pd.DataFrame:
         target[g[at]] = targets[rows[named]][at]
     lines = np.bincount(wid, weights=(w | rt).astype(np.float64), minlength=nwait).astype(np.int64)
     wait_run = r[first]
-    # the last wait line of each wait (its end unless something ends it)
+    # the last wait line of each wait (its end unless something ends it); ns holds any comeback exactly
     wl = np.flatnonzero(w)
-    end = np.empty(nwait, dtype=times.dtype)
-    end[:] = times[rows[first]]
+    end = times[rows[first]].astype("datetime64[ns]")
     end[wid[wl]] = times[rows[wl]]             # rows in order: the last write is the last wait line
-    end = list(end)
-    how = [None] * nwait
-    gave_up = hit(GIVE_UP)
+    how = np.full(nwait, None, dtype=object)
     runs = att.run_list
+    lrow, lrun = rows[last], r[last]
+    shut, retried = closing[last] & ~rt[last], closing[last] & rt[last]
+    end[shut] = times[lrow[shut]]
+    how[shut] = np.where(hit(GIVE_UP)[lrow[shut]], "gave_up", "granted")
+    for k in np.flatnonzero(retried).tolist():
+        end[k] = _ns(_comeback(runs, runs[lrun[k]], times[lrow[k]], ev["wait"].iat[lrow[k]], att.stream_end))
+        how[k] = "retried"
+    # a wait still open when its run's lines end ends as its run did
+    left = np.flatnonzero(~closing[last])
+    ids = np.unique(lrun[left])
+    run_how = np.full(len(runs), None, dtype=object)
+    run_end = np.full(len(runs), np.datetime64("NaT"), dtype="datetime64[ns]")
+    for i in ids.tolist():
+        run_ = runs[i]
+        if run_.ended_by == "open":
+            run_how[i] = "silent" if run_.silent else "open"
+            if not run_.silent:
+                run_end[i] = _ns(att.stream_end[run_.stream])
+        else:
+            run_how[i] = {"finished": "run_finished"}.get(run_.ended_by, run_.ended_by)
+            if run_.end is not None and run_.end == run_.end:
+                run_end[i] = _ns(run_.end)
+    how[left] = run_how[lrun[left]]
+    ends_with_run = left[~np.isnat(run_end[lrun[left]])]
+    end[ends_with_run] = run_end[lrun[ends_with_run]]
     src_codes, src_names = codes(ev["source"])
     line_no = ev["line"].to_numpy()
-    for k, j in enumerate(last.tolist()):
-        row = rows[j]
-        if closing[j] and rt[j]:
-            end[k], how[k] = _comeback(runs, runs[r[j]], times[row], ev["wait"].iat[row], att.stream_end), "retried"
-        elif closing[j]:
-            end[k], how[k] = times[row], "gave_up" if gave_up[row] else "granted"
-        else:
-            run_ = runs[r[j]]
-            if run_.ended_by == "open":
-                if run_.silent:
-                    how[k] = "silent"
-                else:
-                    how[k], end[k] = "open", att.stream_end[run_.stream]
-            else:
-                how[k] = {"finished": "run_finished"}.get(run_.ended_by, run_.ended_by)
-                if run_.end is not None and run_.end == run_.end:
-                    end[k] = run_.end
     starts_at = rows[first]
     df = pd.DataFrame({
         "run": wait_run, "task": [runs[k].task for k in wait_run.tolist()], "start": times[starts_at],
