@@ -194,6 +194,36 @@ class _Coded:
         return _Coded(np.where(mask, theirs, mine), list(index))
 
 
+@dataclass
+class _Sparse:
+    """A numeric column that is mostly NaN, as its present rows and their values: how most of a
+    part's nine numeric columns travel until the frame (a token line fills two or three of them)."""
+
+    rows: np.ndarray     # int32, ascending
+    values: np.ndarray   # float64
+
+    @staticmethod
+    def of(column: np.ndarray):
+        """A copy of ``column``: sparse if that is smaller (under 2/3 present), else dense."""
+        present = np.flatnonzero(~np.isnan(column))
+        if len(present) * 3 >= len(column) * 2:
+            return np.ascontiguousarray(column)
+        return _Sparse(present.astype(np.int32), column[present])
+
+    @staticmethod
+    def concat(columns: list, sizes: list) -> np.ndarray:
+        """The parts' columns (dense or sparse) as one dense float64 column."""
+        out = np.full(int(sum(sizes)), np.nan)
+        start = 0
+        for col, n in zip(columns, sizes):
+            if isinstance(col, _Sparse):
+                out[start + col.rows] = col.values
+            else:
+                out[start:start + n] = col
+            start += n
+        return out
+
+
 def _ranges(data: bytes):
     """(start, end) of CHUNK-sized pieces of ``data`` that end at a newline (or the end)."""
     start, n = 0, len(data)
@@ -346,7 +376,7 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
                 detail = g["detail"].to_numpy(dtype=object)
                 rows = np.flatnonzero(pd.notna(detail))
                 part["detail"] = (rows, list(detail[rows]))
-                part["_file"] = np.full(len(g), order[src_name], dtype="float64")
+                part["_file"] = order[src_name]
                 parts.append(part)
     _order_by_content(parts, sources, file_rows)
     events, outliers = _frame(parts)
@@ -369,9 +399,8 @@ def _order_by_content(parts: list[dict], sources, file_rows: list[dict]) -> None
     """
     times: dict[int, list] = {}
     for p in parts:
-        f = p["_file"]
-        if len(f):
-            times.setdefault(int(f[0]), []).append(np.asarray(p["time"], dtype="float64"))
+        if len(p["line"]):
+            times.setdefault(p["_file"], []).append(np.asarray(p["time"], dtype="float64"))
     median = {}
     for n, arrays in times.items():
         t = np.concatenate(arrays)
@@ -388,9 +417,8 @@ def _order_by_content(parts: list[dict], sources, file_rows: list[dict]) -> None
         for n in order:
             rank[n] = len(rank)
     for p in parts:
-        f = p["_file"]
-        if len(f):
-            p["_file"] = np.full(len(f), rank[int(f[0])], dtype="float64")
+        if len(p["line"]):
+            p["_file"] = rank[p["_file"]]
     for n, row in enumerate(file_rows):
         row["read_order"] = rank.get(n, n)
 
@@ -425,11 +453,12 @@ def _time_outliers(ms: np.ndarray, stream: np.ndarray) -> np.ndarray:
     stream and jumps back to the next; at a stream's first or last row, when its one jump is
     big and the neighbours beyond it agree. A real gap in a log jumps once and stays.
     """
-    valid = np.flatnonzero(~np.isnan(ms))
+    nan = np.isnan(ms)
+    valid = np.flatnonzero(~nan) if nan.any() else None   # None: every row (no index, no copies)
     bad = np.zeros(len(ms), bool)
-    if len(valid) < 3:
+    if (len(ms) if valid is None else len(valid)) < 3:
         return bad
-    t, st = ms[valid], stream[valid]
+    t, st = (ms, stream) if valid is None else (ms[valid], stream[valid])
     d = np.diff(t)
     same = st[1:] == st[:-1]
     big = (np.abs(d) > OUTLIER_S * 1000) & same
@@ -442,6 +471,8 @@ def _time_outliers(ms: np.ndarray, stream: np.ndarray) -> np.ndarray:
     out[:-1] |= edge_prev[:-1] & big & calm_after[: len(big)] & np.r_[same[1:], False]
     calm_before = np.r_[False, ~big[:-1]]
     out[1:] |= edge_next[1:] & big & calm_before & np.r_[False, same[:-1]]
+    if valid is None:
+        return out
     bad[valid[out]] = True
     return bad
 
@@ -461,7 +492,7 @@ def _take(results, line0, name, file_no, stats, fstat, json_lines, skipped_rows,
         if r["part"] is not None:
             r["part"]["line"] += line0
             fstat["events"] += len(r["part"]["line"])
-            r["part"]["_file"] = np.full(len(r["part"]["line"]), file_no, dtype="float64")
+            r["part"]["_file"] = file_no   # the file it came from (its read-order key, see _order_by_content)
             parts.append(r["part"])
         line0 += r["lines"]
     return line0
@@ -500,7 +531,7 @@ def _part(sc: scanner.Scan, source: str, stream: str) -> dict:
     out = {"time": sc.time_ms.copy(), "source": source, "line": sc.line.astype(np.int64), "stream": stream,
            "process": _Coded.of_bytes(sc.text["process"]), "event": sc.event.copy(), "kind": sc.kind.copy()}
     for col, f in _FROM_FIELD.items():
-        out[col] = np.ascontiguousarray(sc.fields[:, FIELDS.index(f)])
+        out[col] = _Sparse.of(sc.fields[:, FIELDS.index(f)])
     # the task: the template's own, else Celery's task-logger prefix, else the logger's module
     task = _Coded.of_bytes(sc.text["task_logger"], short_task)
     task = task.where(task.codes < 0, _Coded.of_bytes(sc.text["logger"], MODULE_TASKS.get))
@@ -561,7 +592,7 @@ def _empty_part() -> dict:
     none = _Coded(np.array([], np.int32), [])
     part = {c: np.array([], dtype="float64") for c in _NUMERIC}
     part.update(source="", stream="", process=none, task=none, event=np.array([], np.int16),
-                kind=np.array([], np.int16), detail=(np.array([], np.int64), []), _file=np.array([]))
+                kind=np.array([], np.int16), detail=(np.array([], np.int64), []), _file=0)
     return part
 
 
@@ -581,7 +612,7 @@ def _frame(parts: list[dict]) -> tuple[pd.DataFrame, list[str]]:
     for c in COLUMNS:
         if c in ("source", "stream"):
             names = list(dict.fromkeys(p[c] for p in parts))
-            codes = np.repeat([names.index(p[c]) for p in parts], sizes)
+            codes = np.repeat(np.asarray([names.index(p[c]) for p in parts], np.int32), sizes)
             cols[c] = pd.Categorical.from_codes(codes, categories=pd.Index(names, dtype=object))
         elif c == "event":
             event_names = list(EVENT_NAMES)
@@ -606,7 +637,7 @@ def _frame(parts: list[dict]) -> tuple[pd.DataFrame, list[str]]:
             ms = np.concatenate([np.asarray(p[c], dtype="float64") for p in parts])
             cols[c] = np.where(np.isnan(ms), np.iinfo(np.int64).min, ms).astype(np.int64).view("datetime64[ms]")
         elif c == "items":
-            items = np.concatenate([np.asarray(p[c], dtype="float64") for p in parts])
+            items = _Sparse.concat([p[c] for p in parts], sizes)
             cols[c] = pd.array(np.round(items), dtype="Float64").astype("Int64")
         elif c == "line":
             cols[c] = np.concatenate([p[c] for p in parts]).astype(np.int64)
@@ -618,12 +649,12 @@ def _frame(parts: list[dict]) -> tuple[pd.DataFrame, list[str]]:
             idx[rows] = np.arange(len(rows))
             cols[c] = pd.array(text.take(pa.array(idx, mask=idx < 0)), dtype="string")
         else:
-            cols[c] = np.concatenate([np.asarray(p[c], dtype="float64") for p in parts])
+            cols[c] = _Sparse.concat([p[c] for p in parts], sizes)
         for p in parts:
             p[c] = None   # the frame's copy is made: let the part's go
     df = pd.DataFrame(cols, copy=False)
     # read order: a rotated set oldest file first, then line; JSON lines slot into their file
-    files = np.concatenate([np.asarray(p["_file"], dtype="float64") for p in parts])
+    files = np.repeat(np.asarray([p["_file"] for p in parts], np.int32), sizes)
     df = _reorder(df, (cols["line"], files))
     # A misdated line (a clock jump, 2099) loses its time, reported as file:line ...
     ms = df["time"].to_numpy().view(np.int64).astype("float64")
