@@ -133,20 +133,23 @@ def _return_freed_memory() -> None:
 
 
 def cmd_parse(args) -> int:
-    from .logs.parser import parse_logs
+    from .logs.parser import parse_logs, write_parquet
 
     _return_freed_memory()
-    parsed = parse_logs(args.logs)
-    _print_read(parsed.stats)
-    if args.out:
-        out = args.out
-        if out.endswith(".parquet"):
-            parsed.events.to_parquet(out, index=False)
-        else:
+    out = args.out
+    if out and out.endswith(".parquet"):   # written as it is assembled: never the whole frame at once
+        stats = write_parquet(args.logs, out)
+        _print_read(stats)
+    else:
+        parsed = parse_logs(args.logs)
+        stats = parsed.stats
+        _print_read(stats)
+        if out:
             parsed.events.to_csv(out, index=False)
-        print(f"wrote {len(parsed.events)} events to {out}", file=sys.stderr)
+    if out:
+        print(f"wrote {stats['events']} events to {out}", file=sys.stderr)
     if args.json:
-        print(json.dumps(parsed.stats))
+        print(json.dumps(stats))
     return 0
 
 

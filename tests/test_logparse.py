@@ -159,6 +159,38 @@ def test_cli_parse_writes_parquet_and_reports(tmp_path, capsys):
     assert len(pd.read_parquet(tmp_path / "e.parquet")) == out["events"]
 
 
+@pytest.mark.parametrize("log", ["saturation_named.log", "ingestor_livelock.log"])
+def test_parquet_written_slice_by_slice_reads_back_as_the_whole_frame(tmp_path, monkeypatch, log):
+    """parse --out assembles and writes a few events at a time. On a file whose lines are out of time
+    order (so each slice gathers rows from all over the scanned parts), what is read back is what the
+    whole frame writes, and each line's own values are those the lines carry in the file as it was
+    (parsed in order, where no gathering happens)."""
+    from pathlib import Path
+
+    import keepa_ops.logs.parser as parser
+
+    original = Path(__file__).parent / "data" / "legacy_corpus" / log
+    lines = original.read_bytes().splitlines(keepends=True)
+    blocks = [list(range(i, min(i + 97, len(lines)))) for i in range(0, len(lines), 97)]
+    order = [n for b in blocks[1::2] + blocks[::2] for n in b]      # whole stretches out of order
+    (tmp_path / "w.log").write_bytes(b"".join(lines[n] for n in order))
+    whole = parse_logs(tmp_path / "w.log")
+    assert whole.events["time"].is_monotonic_increasing and whole.events["detail"].notna().any()
+    whole.events.to_parquet(tmp_path / "whole.parquet", index=False)
+    monkeypatch.setattr(parser, "ROW_GROUP", 53)
+    stats = parser.write_parquet(tmp_path / "w.log", tmp_path / "sliced.parquet")
+    assert stats == whole.stats and stats["events"] > 3 * 53
+    sliced = pd.read_parquet(tmp_path / "sliced.parquet")
+    pd.testing.assert_frame_equal(sliced, pd.read_parquet(tmp_path / "whole.parquet"))
+    # each line's own values, against the file in its own order
+    own = ["event", "kind", "balance", "target", "wait", "cost", "consumed", "tokens_left", "refill_rate", "items",
+           "threshold", "detail"]
+    first = parse_logs(original).events.set_index("line")[own].astype(object)
+    was = pd.Series([n + 1 for n in order], index=range(1, len(order) + 1))   # line now -> line then
+    got = sliced.set_index(was.loc[sliced["line"]].to_numpy())[own].astype(object).sort_index()
+    pd.testing.assert_frame_equal(got, first.loc[got.index], check_names=False)
+
+
 def test_bad_utf8_inside_a_captured_value_is_kept_not_fatal(tmp_path):
     # found by the mutation corpus: this line made the parser raise ArrowInvalid
     (tmp_path / "u.log").write_bytes(b"INFO:x:Loaded watermark: 2026-02-04T10:\xc50:00+00:00 (Keepa time: 1)\n")

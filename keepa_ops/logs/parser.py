@@ -211,16 +211,40 @@ class _Sparse:
         return _Sparse(present.astype(np.int32), column[present])
 
     @staticmethod
-    def concat(columns: list, sizes: list) -> np.ndarray:
-        """The parts' columns (dense or sparse) as one dense float64 column."""
-        out = np.full(int(sum(sizes)), np.nan)
-        start = 0
-        for col, n in zip(columns, sizes):
-            if isinstance(col, _Sparse):
-                out[start + col.rows] = col.values
-            else:
-                out[start:start + n] = col
-            start += n
+    def gather(columns: list, sizes: list, offsets: np.ndarray, rows: np.ndarray | None = None,
+               span: tuple | None = None) -> np.ndarray:
+        """The parts' columns (dense or sparse) as one dense float64 column: the rows ``rows`` of their
+        concatenation, or the rows ``span`` = (start, stop), or (neither) all of them."""
+        if rows is None:
+            start, stop = span or (0, int(offsets[-1]))
+            out = np.full(stop - start, np.nan)
+            for col, off, n in zip(columns, offsets.tolist(), sizes):
+                lo, hi = max(start, off), min(stop, off + n)
+                if lo >= hi:
+                    continue
+                if isinstance(col, _Sparse):
+                    a, b = np.searchsorted(col.rows, [lo - off, hi - off])
+                    out[col.rows[a:b] + (off - start)] = col.values[a:b]
+                else:
+                    out[lo - start:hi - start] = col[lo - off:hi - off]
+            return out
+        out = np.full(len(rows), np.nan)
+        part = np.searchsorted(offsets, rows, "right") - 1
+        by_part = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[by_part], np.arange(len(columns) + 1)).tolist()
+        for k, col in enumerate(columns):
+            sel = by_part[bounds[k]:bounds[k + 1]]
+            if not len(sel):
+                continue
+            local = rows[sel] - offsets[k]
+            if not isinstance(col, _Sparse):
+                out[sel] = col[local]
+                continue
+            if not len(col.rows):
+                continue
+            pos = np.minimum(np.searchsorted(col.rows, local), len(col.rows) - 1)
+            hit = col.rows[pos] == local
+            out[sel[hit]] = col.values[pos[hit]]
         return out
 
 
@@ -329,8 +353,9 @@ def _json_events(lines: list[tuple[str, int, bytes]]):
     return rows, bad
 
 
-def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
-    """Parse log files/directories into a ``ParsedLog``. Never raises on content."""
+def _read(paths, keep_skipped: int):
+    """Scan every source: (the events assembled in their final order, stats, skipped rows, file rows,
+    the number of sources)."""
     notes: list[str] = []
     sources = list_sources(paths, notes)
     parts, json_lines, skipped_rows, file_rows = [], [], [], []
@@ -379,16 +404,59 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
                 part["_file"] = order[src_name]
                 parts.append(part)
     _order_by_content(parts, sources, file_rows)
-    events, outliers = _frame(parts)
+    assembled = _Assembled(parts)
     del parts
-    if len(sources) > 1:
-        events, stats["duplicate_events"] = _drop_repeated(events)
-    stats["time_outliers"] = len(outliers)
-    stats["time_outlier_lines"] = outliers[:20]
-    stats["events"] = len(events)
+    stats["time_outliers"] = len(assembled.outliers)
+    stats["time_outlier_lines"] = assembled.outliers[:20]
     stats["skipped_paths"] = notes
     skipped = pd.DataFrame(skipped_rows, columns=["source", "line", "text"])
-    return ParsedLog(events, stats, skipped, pd.DataFrame(file_rows))
+    return assembled, stats, skipped, pd.DataFrame(file_rows), len(sources)
+
+
+def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
+    """Parse log files/directories into a ``ParsedLog``. Never raises on content."""
+    assembled, stats, skipped, files, n_sources = _read(paths, keep_skipped)
+    events = assembled.frame()
+    del assembled
+    if n_sources > 1:
+        events, stats["duplicate_events"] = _drop_repeated(events)
+    stats["events"] = len(events)
+    return ParsedLog(events, stats, skipped, files)
+
+
+ROW_GROUP = 1 << 20   # events per parquet row group written by write_parquet
+
+
+def write_parquet(paths, out, keep_skipped: int = 1000) -> dict:
+    """Parse logs straight into a parquet file of the events frame; returns the stats.
+
+    What is read back (``pd.read_parquet``) is ``parse_logs(paths).events``. One log (a file or
+    one gzip) is written ROW_GROUP events at a time from the assembled parts, so the whole frame
+    is never in memory; several files (a rotated set, copies) are first put together as one
+    frame, since an event repeated in another file can only be dropped with all of them at hand.
+    """
+    import pyarrow.parquet as pq
+
+    assembled, stats, skipped, files, n_sources = _read(paths, keep_skipped)
+    if n_sources > 1:
+        events, stats["duplicate_events"] = _drop_repeated(assembled.frame())
+        del assembled
+        slices = (events.iloc[i:i + ROW_GROUP] for i in range(0, max(len(events), 1), ROW_GROUP))
+        stats["events"] = len(events)
+    else:
+        slices = (assembled.frame(i, i + ROW_GROUP) for i in range(0, max(len(assembled), 1), ROW_GROUP))
+        stats["events"] = len(assembled)
+    writer = None
+    try:
+        for df in slices:
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(out, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    return stats
 
 
 def _order_by_content(parts: list[dict], sources, file_rows: list[dict]) -> None:
@@ -602,84 +670,154 @@ def _categorical_of(coded: list[_Coded]) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=pd.Index(list(index), dtype=object))
 
 
-def _frame(parts: list[dict]) -> tuple[pd.DataFrame, list[str]]:
-    """Concatenate the extracted parts into the typed events DataFrame, in time order; and the
-    ``file:line`` of each line re-timed as misdated."""
-    parts = parts or [_empty_part()]
-    sizes = [len(p["line"]) for p in parts]
-    offsets = np.cumsum([0] + sizes)
-    cols = {}
-    for c in COLUMNS:
-        if c in ("source", "stream"):
-            names = list(dict.fromkeys(p[c] for p in parts))
-            codes = np.repeat(np.asarray([names.index(p[c]) for p in parts], np.int32), sizes)
-            cols[c] = pd.Categorical.from_codes(codes, categories=pd.Index(names, dtype=object))
-        elif c == "event":
-            event_names = list(EVENT_NAMES)
-            arrays = []
-            for p in parts:
-                e = p["event"]
-                if e.dtype == object:  # JSON lines: our own event names, maybe new ones
-                    for name in dict.fromkeys(e):
-                        if name not in event_names:
-                            event_names.append(name)
-                    lookup = {name: i for i, name in enumerate(event_names)}
-                    e = np.asarray([lookup[x] for x in e], dtype=np.int16)
-                arrays.append(e.astype(np.int16))
-            cols[c] = pd.Categorical.from_codes(np.concatenate(arrays),
-                                                categories=pd.Index(event_names, dtype=object))
-        elif c == "kind":
-            cols[c] = pd.Categorical.from_codes(np.concatenate([p[c] for p in parts]).astype(np.int16),
-                                                categories=pd.Index(KIND_NAMES, dtype=object))
-        elif c in ("process", "task"):
-            cols[c] = _categorical_of([p[c] for p in parts])
-        elif c == "time":
-            ms = np.concatenate([np.asarray(p[c], dtype="float64") for p in parts])
-            cols[c] = np.where(np.isnan(ms), np.iinfo(np.int64).min, ms).astype(np.int64).view("datetime64[ms]")
-        elif c == "items":
-            items = _Sparse.concat([p[c] for p in parts], sizes)
-            cols[c] = pd.array(np.round(items), dtype="Float64").astype("Int64")
-        elif c == "line":
-            cols[c] = np.concatenate([p[c] for p in parts]).astype(np.int64)
-        elif c == "detail":  # each part's texts (arrow, or a list from JSON lines), placed in C
-            rows = np.concatenate([p[c][0] + off for p, off in zip(parts, offsets)])
-            text = pa.concat_arrays([t if isinstance(t, pa.Array) else pa.array(t, pa.string())
-                                     for t in (p[c][1] for p in parts)])
-            idx = np.full(offsets[-1], -1, np.int64)
-            idx[rows] = np.arange(len(rows))
-            cols[c] = pd.array(text.take(pa.array(idx, mask=idx < 0)), dtype="string")
-        else:
-            cols[c] = _Sparse.concat([p[c] for p in parts], sizes)
+_KEY = ("time", "source", "line", "stream", "process", "task", "event")   # what ordering and attribution read
+_NUMBERS = ("balance", "target", "wait", "cost", "consumed", "tokens_left", "refill_rate", "items", "threshold")
+
+
+class _Assembled:
+    """The parts' events in their final order, without a second copy of them.
+
+    The key columns (``_KEY``), which ordering, the misdated-line fix and task attribution
+    read, are built as one frame and put in order: read order (a rotated set oldest file
+    first, then line), misdated times dropped and filled from the stream, tasks attributed,
+    then time order (lines of one millisecond keep their read order). ``perm`` maps each final
+    row to its place in the parts; the other columns (kind, the numbers, detail) stay in the
+    parts and are gathered for any range of final rows, so ``frame(a, b)`` is rows a..b of
+    ``frame()`` and a writer can go slice by slice. ``outliers``: the ``file:line`` of each line
+    re-timed as misdated.
+    """
+
+    def __init__(self, parts: list[dict]):
+        parts = parts or [_empty_part()]
+        self.sizes = [len(p["line"]) for p in parts]
+        self.offsets = np.cumsum([0] + self.sizes)
+        cols = {}
+        for c in _KEY:
+            cols[c] = _key_column(c, parts, self.sizes)
+            if c not in ("source", "stream"):
+                for p in parts:
+                    p[c] = None   # the key's copy is made: let the part's go
+        key = pd.DataFrame(cols, copy=False)
+        files = np.repeat(np.asarray([p["_file"] for p in parts], np.int32), self.sizes)
+        key, perm = _reorder(key, (cols["line"], files), None)
+        del cols, files
+        # A misdated line (a clock jump, 2099) loses its time, reported as file:line ...
+        ms = key["time"].to_numpy().view(np.int64).astype("float64")
+        ms[key["time"].isna().to_numpy()] = np.nan
+        bad = _time_outliers(ms, key["stream"].cat.codes.to_numpy())
+        del ms
+        self.outliers = []
+        if bad.any():
+            self.outliers = [f"{s}:{ln}" for s, ln in zip(key.loc[bad, "source"], key.loc[bad, "line"])]
+            key.loc[bad, "time"] = pd.NaT
+        # ... and, like a line of Python's default format (no time), takes its neighbours' time in the stream.
+        if key["time"].isna().any():
+            by_stream = key.groupby("stream", observed=True)["time"]
+            key["time"] = by_stream.ffill().fillna(by_stream.bfill())
+        key = _attribute(key)
+        t = key["time"].to_numpy().view(np.int64)
+        self.key, self.perm = _reorder(key, (np.arange(len(key)), t), perm)
+        # kind and detail once for all; the numbers stay in the parts (the rest of the parts is let go)
+        self.kind = np.concatenate([p["kind"] for p in parts]).astype(np.int16)
+        self.detail = _details_sorted(parts, self.offsets)
+        self.parts = [{c: p[c] for c in _NUMBERS} for p in parts]
         for p in parts:
-            p[c] = None   # the frame's copy is made: let the part's go
-    df = pd.DataFrame(cols, copy=False)
-    # read order: a rotated set oldest file first, then line; JSON lines slot into their file
-    files = np.repeat(np.asarray([p["_file"] for p in parts], np.int32), sizes)
-    df = _reorder(df, (cols["line"], files))
-    # A misdated line (a clock jump, 2099) loses its time, reported as file:line ...
-    ms = df["time"].to_numpy().view(np.int64).astype("float64")
-    ms[df["time"].isna().to_numpy()] = np.nan
-    bad = _time_outliers(ms, df["stream"].cat.codes.to_numpy())
-    where = []
-    if bad.any():
-        where = [f"{s}:{ln}" for s, ln in zip(df.loc[bad, "source"], df.loc[bad, "line"])]
-        df.loc[bad, "time"] = pd.NaT
-    # ... and, like a line of Python's default format (no time), takes its neighbours' time in the stream.
-    if df["time"].isna().any():
-        by_stream = df.groupby("stream", observed=True)["time"]
-        df["time"] = by_stream.ffill().fillna(by_stream.bfill())
-    df = _attribute(df)
-    # time order; lines of the same millisecond keep their read order (a rotated set's older file first)
-    t = df["time"].to_numpy().view(np.int64)
-    return _reorder(df, (np.arange(len(df)), t)), where
+            p.clear()
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def frame(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        """Final rows ``start``..``stop`` as the typed events frame (index from 0)."""
+        n = len(self.key)
+        stop = n if stop is None else min(stop, n)
+        start = min(start, stop)
+        whole = start == 0 and stop == n
+        rows = None if self.perm is None else self.perm[start:stop]
+        key = self.key if whole else self.key.iloc[start:stop]
+        cols = {}
+        for c in COLUMNS:
+            if c in _KEY:
+                cols[c] = key[c].array
+            elif c == "kind":
+                codes = self.kind[start:stop] if rows is None else self.kind[rows]
+                cols[c] = pd.Categorical.from_codes(codes, categories=pd.Index(KIND_NAMES, dtype=object))
+            elif c == "detail":
+                cols[c] = _detail_of(*self.detail, np.arange(start, stop) if rows is None else rows)
+            else:
+                values = _Sparse.gather([p[c] for p in self.parts], self.sizes, self.offsets, rows, (start, stop))
+                cols[c] = pd.array(np.round(values), dtype="Float64").astype("Int64") if c == "items" else values
+        return pd.DataFrame(cols, copy=False)
 
 
-def _reorder(df: pd.DataFrame, keys) -> pd.DataFrame:
-    """``df`` sorted by ``keys`` (last key first, like np.lexsort), stable; no copy if already so."""
+def _key_column(c: str, parts: list[dict], sizes: list):
+    """Key column ``c`` (one of ``_KEY``) of the parts' concatenation."""
+    if c in ("source", "stream"):
+        names = list(dict.fromkeys(p[c] for p in parts))
+        codes = np.repeat(np.asarray([names.index(p[c]) for p in parts], np.int32), sizes)
+        return pd.Categorical.from_codes(codes, categories=pd.Index(names, dtype=object))
+    if c == "event":
+        event_names = list(EVENT_NAMES)
+        arrays = []
+        for p in parts:
+            e = p["event"]
+            if e.dtype == object:  # JSON lines: our own event names, maybe new ones
+                for name in dict.fromkeys(e):
+                    if name not in event_names:
+                        event_names.append(name)
+                lookup = {name: i for i, name in enumerate(event_names)}
+                e = np.asarray([lookup[x] for x in e], dtype=np.int16)
+            arrays.append(e.astype(np.int16))
+        return pd.Categorical.from_codes(np.concatenate(arrays), categories=pd.Index(event_names, dtype=object))
+    if c in ("process", "task"):
+        return _categorical_of([p[c] for p in parts])
+    if c == "time":
+        ms = np.concatenate([np.asarray(p[c], dtype="float64") for p in parts])
+        return np.where(np.isnan(ms), np.iinfo(np.int64).min, ms).astype(np.int64).view("datetime64[ms]")
+    if c == "line":
+        return np.concatenate([p[c] for p in parts]).astype(np.int64)
+    raise KeyError(c)
+
+
+def _details_sorted(parts: list[dict], offsets: np.ndarray) -> tuple[np.ndarray, pa.Array]:
+    """Every part's detail texts (arrow, or a list from JSON lines) with their rows in the parts'
+    concatenation, by row (a part lists its detail rows kind by kind)."""
+    at = np.concatenate([p["detail"][0] + off for p, off in zip(parts, offsets)])
+    text = pa.concat_arrays([t if isinstance(t, pa.Array) else pa.array(t, pa.string())
+                             for t in (p["detail"][1] for p in parts)])
+    if len(at) > 1 and (at[1:] < at[:-1]).any():
+        order = np.argsort(at, kind="stable")
+        at, text = at[order], text.take(pa.array(order))
+    return at, text
+
+
+def _detail_of(at: np.ndarray, text: pa.Array, rows: np.ndarray):
+    """The detail column of ``rows`` (null where a row has none), placed by arrow in C."""
+    if len(at):
+        pos = np.minimum(np.searchsorted(at, rows), len(at) - 1)
+        idx = np.where(at[pos] == rows, pos, -1)
+    else:
+        idx = np.full(len(rows), -1)
+    return pd.array(text.take(pa.array(idx, mask=idx < 0)), dtype="string")
+
+
+def _ascending(keys) -> bool:
+    """Whether the rows are already in ``keys`` order (last key first, like np.lexsort)."""
+    tie = np.ones(max(len(keys[0]) - 1, 0), bool)   # the rows so far equal on the keys looked at
+    for k in reversed(keys):   # compared, not subtracted: NaT is int64's minimum and would overflow
+        if (k[1:][tie] < k[:-1][tie]).any():
+            return False
+        tie &= k[1:] == k[:-1]
+    return True
+
+
+def _reorder(df: pd.DataFrame, keys, perm):
+    """``df`` sorted by ``keys`` (last key first, like np.lexsort), stable, and ``perm`` (None: the
+    identity) composed with that order; no copy if already so."""
+    if _ascending(keys):   # the usual case, a log in order: no sort, no copy
+        return df, perm
     order = np.lexsort(keys)
-    if (order == np.arange(len(order))).all():
-        return df
-    return df.iloc[order].reset_index(drop=True)
+    return df.iloc[order].reset_index(drop=True), (order if perm is None else perm[order])
 
 
 def _attribute(df: pd.DataFrame) -> pd.DataFrame:
