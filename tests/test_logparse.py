@@ -191,6 +191,27 @@ def test_parquet_written_slice_by_slice_reads_back_as_the_whole_frame(tmp_path, 
     pd.testing.assert_frame_equal(got, first.loc[got.index], check_names=False)
 
 
+def test_parquet_of_a_rotated_set_with_a_copy_beside_it_drops_the_repeats_as_parse_logs_does(tmp_path, monkeypatch):
+    """Several files are written slice by slice too; the events one file repeats from another are
+    found by their hashes and dropped exactly as parse_logs drops them from the whole frame."""
+    import shutil
+    from pathlib import Path
+
+    import keepa_ops.logs.parser as parser
+
+    src = Path(__file__).parent / "data" / "legacy_corpus" / "seed_incident_rotated"
+    shutil.copytree(src, tmp_path / "logs")
+    shutil.copy(src / "celery_worker.log", tmp_path / "logs" / "celery_worker.log.bak")   # a copy beside it
+    whole = parse_logs(tmp_path / "logs")
+    assert whole.stats["duplicate_events"] > 1000
+    whole.events.to_parquet(tmp_path / "whole.parquet", index=False)
+    monkeypatch.setattr(parser, "ROW_GROUP", 997)
+    stats = parser.write_parquet(tmp_path / "logs", tmp_path / "sliced.parquet")
+    assert stats == whole.stats
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "sliced.parquet"),
+                                  pd.read_parquet(tmp_path / "whole.parquet"))
+
+
 def test_bad_utf8_inside_a_captured_value_is_kept_not_fatal(tmp_path):
     # found by the mutation corpus: this line made the parser raise ArrowInvalid
     (tmp_path / "u.log").write_bytes(b"INFO:x:Loaded watermark: 2026-02-04T10:\xc50:00+00:00 (Keepa time: 1)\n")

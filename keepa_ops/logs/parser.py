@@ -438,11 +438,11 @@ def write_parquet(paths, out, keep_skipped: int = 1000) -> dict:
     import pyarrow.parquet as pq
 
     assembled, stats, skipped, files, n_sources = _read(paths, keep_skipped)
-    if n_sources > 1:
-        events, stats["duplicate_events"] = _drop_repeated(assembled.frame())
-        del assembled
-        slices = (events.iloc[i:i + ROW_GROUP] for i in range(0, max(len(events), 1), ROW_GROUP))
-        stats["events"] = len(events)
+    if n_sources > 1:   # an event repeated in another file goes, as parse_logs drops it
+        keep = np.setdiff1d(np.arange(len(assembled)), assembled.repeated())
+        stats["duplicate_events"] = len(assembled) - len(keep)
+        slices = (assembled.frame(rows=keep[i:i + ROW_GROUP]) for i in range(0, max(len(keep), 1), ROW_GROUP))
+        stats["events"] = len(keep)
     else:
         slices = (assembled.frame(i, i + ROW_GROUP) for i in range(0, max(len(assembled), 1), ROW_GROUP))
         stats["events"] = len(assembled)
@@ -497,18 +497,19 @@ _CONTENT = ["time", "process", "event", "balance", "target", "wait", "cost", "co
             "refill_rate", "items", "threshold", "detail"]
 
 
-def _drop_repeated(events: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+def _drop_repeated(events: pd.DataFrame, rows: bool = False):
     """Drop an event repeated in another file (overlapping copies, a log beside its own
-    rotation); repeats inside one file are kept, they are what that file says."""
+    rotation); repeats inside one file are kept, they are what that file says. Returns the
+    frame and how many went, or (with ``rows``) the frame and the positions that went."""
     if events.empty:
-        return events, 0
+        return events, (np.array([], np.int64) if rows else 0)
     # a line without a time (Python's default format) can repeat honestly: only timed lines count
     again = events.duplicated(subset=_CONTENT, keep="first") & events["time"].notna()
     if not again.any():
-        return events, 0
+        return events, (np.array([], np.int64) if rows else 0)
     within = events.duplicated(subset=_CONTENT + ["source"], keep="first")
-    drop = again & ~within
-    return events[~drop].reset_index(drop=True), int(drop.sum())
+    drop = (again & ~within).to_numpy()
+    return events[~drop].reset_index(drop=True), (np.flatnonzero(drop) if rows else int(drop.sum()))
 
 
 OUTLIER_S = 2 * 86400.0   # a line this far from both its neighbours' times (which agree) is misdated
@@ -727,27 +728,46 @@ class _Assembled:
     def __len__(self) -> int:
         return len(self.key)
 
-    def frame(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
-        """Final rows ``start``..``stop`` as the typed events frame (index from 0)."""
+    def frame(self, start: int = 0, stop: int | None = None, rows: np.ndarray | None = None) -> pd.DataFrame:
+        """Final rows ``start``..``stop`` (or the final rows ``rows``, ascending) as the typed events
+        frame (index from 0)."""
         n = len(self.key)
-        stop = n if stop is None else min(stop, n)
-        start = min(start, stop)
-        whole = start == 0 and stop == n
-        rows = None if self.perm is None else self.perm[start:stop]
-        key = self.key if whole else self.key.iloc[start:stop]
+        if rows is not None:
+            key, at = self.key.iloc[rows], (rows if self.perm is None else self.perm[rows])
+            start = stop = None
+        else:
+            stop = n if stop is None else min(stop, n)
+            start = min(start, stop)
+            key = self.key if start == 0 and stop == n else self.key.iloc[start:stop]
+            at = None if self.perm is None else self.perm[start:stop]   # None: parts' rows start..stop
         cols = {}
         for c in COLUMNS:
             if c in _KEY:
                 cols[c] = key[c].array
             elif c == "kind":
-                codes = self.kind[start:stop] if rows is None else self.kind[rows]
+                codes = self.kind[start:stop] if at is None else self.kind[at]
                 cols[c] = pd.Categorical.from_codes(codes, categories=pd.Index(KIND_NAMES, dtype=object))
             elif c == "detail":
-                cols[c] = _detail_of(*self.detail, np.arange(start, stop) if rows is None else rows)
+                cols[c] = _detail_of(*self.detail, np.arange(start, stop) if at is None else at)
             else:
-                values = _Sparse.gather([p[c] for p in self.parts], self.sizes, self.offsets, rows, (start, stop))
+                values = _Sparse.gather([p[c] for p in self.parts], self.sizes, self.offsets, at, (start, stop))
                 cols[c] = pd.array(np.round(values), dtype="Float64").astype("Int64") if c == "items" else values
         return pd.DataFrame(cols, copy=False)
+
+    def repeated(self) -> np.ndarray:
+        """The final rows that ``_drop_repeated`` would drop from ``frame()``, found without it: each
+        row's content is hashed slice by slice, and only the rows that share a hash with another
+        (every true repeat does) are built and compared in full, so a hash collision drops nothing."""
+        n = len(self.key)
+        content = np.empty(n, np.uint64)
+        for i in range(0, n, ROW_GROUP):
+            content[i:i + ROW_GROUP] = pd.util.hash_pandas_object(self.frame(i, i + ROW_GROUP)[_CONTENT],
+                                                                  index=False).to_numpy()
+        shared = np.flatnonzero(pd.Series(content).duplicated(keep=False).to_numpy())
+        if not len(shared):
+            return shared
+        _, dropped = _drop_repeated(self.frame(rows=shared), rows=True)
+        return shared[dropped]
 
 
 def _key_column(c: str, parts: list[dict], sizes: list):
