@@ -416,7 +416,7 @@ def _read(paths, keep_skipped: int):
 def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
     """Parse log files/directories into a ``ParsedLog``. Never raises on content."""
     assembled, stats, skipped, files, n_sources = _read(paths, keep_skipped)
-    events = assembled.frame()
+    events = assembled.frame(consume=True)
     del assembled
     if n_sources > 1:
         events, stats["duplicate_events"] = _drop_repeated(events)
@@ -438,14 +438,18 @@ def write_parquet(paths, out, keep_skipped: int = 1000) -> dict:
     import pyarrow.parquet as pq
 
     assembled, stats, skipped, files, n_sources = _read(paths, keep_skipped)
+    n = len(assembled)
+    slices = (assembled.frame(i, i + ROW_GROUP) for i in range(0, max(n, 1), ROW_GROUP))
+    stats["events"] = n
     if n_sources > 1:   # an event repeated in another file goes, as parse_logs drops it
-        keep = np.setdiff1d(np.arange(len(assembled)), assembled.repeated())
-        stats["duplicate_events"] = len(assembled) - len(keep)
-        slices = (assembled.frame(rows=keep[i:i + ROW_GROUP]) for i in range(0, max(len(keep), 1), ROW_GROUP))
-        stats["events"] = len(keep)
-    else:
-        slices = (assembled.frame(i, i + ROW_GROUP) for i in range(0, max(len(assembled), 1), ROW_GROUP))
-        stats["events"] = len(assembled)
+        drop = assembled.repeated()
+        stats["duplicate_events"] = len(drop)
+        if len(drop):
+            keep = np.ones(n, bool)
+            keep[drop] = False
+            keep = np.flatnonzero(keep)
+            slices = (assembled.frame(rows=keep[i:i + ROW_GROUP]) for i in range(0, max(len(keep), 1), ROW_GROUP))
+            stats["events"] = len(keep)
     writer = None
     try:
         for df in slices:
@@ -728,9 +732,11 @@ class _Assembled:
     def __len__(self) -> int:
         return len(self.key)
 
-    def frame(self, start: int = 0, stop: int | None = None, rows: np.ndarray | None = None) -> pd.DataFrame:
+    def frame(self, start: int = 0, stop: int | None = None, rows: np.ndarray | None = None,
+              consume: bool = False) -> pd.DataFrame:
         """Final rows ``start``..``stop`` (or the final rows ``rows``, ascending) as the typed events
-        frame (index from 0)."""
+        frame (index from 0). ``consume``: let each column in the parts go once it is in the frame
+        (for the whole frame, built once: never two copies of a column)."""
         n = len(self.key)
         if rows is not None:
             key, at = self.key.iloc[rows], (rows if self.perm is None else self.perm[rows])
@@ -752,6 +758,11 @@ class _Assembled:
             else:
                 values = _Sparse.gather([p[c] for p in self.parts], self.sizes, self.offsets, at, (start, stop))
                 cols[c] = pd.array(np.round(values), dtype="Float64").astype("Int64") if c == "items" else values
+                if consume:
+                    for p in self.parts:
+                        p[c] = None
+        if consume:
+            self.key, self.kind, self.detail, self.parts = None, None, None, None
         return pd.DataFrame(cols, copy=False)
 
     def repeated(self) -> np.ndarray:
