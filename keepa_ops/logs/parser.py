@@ -11,9 +11,16 @@ Invariants:
 * a line that names no task gets the task its worker process is running, from the
   Celery received/succeeded lines and the tasks' own start/finish lines.
 
+* ``write_parquet(paths, out)`` reads back as ``parse_logs(paths).events``.
+
 Speed: ``linescan`` sorts and extracts every line in one pass of C (two threads, one
 16 MB range each); only the token lines' values ever become Python objects, and text
 values only once per distinct value.
+
+Memory: a file is read 64 MB at a time, and each range keeps only its events' columns
+(mostly-empty numbers as their present rows). ``_Assembled`` orders them and attributes
+tasks on seven key columns; ``write_parquet`` then gathers the rest a million events at a
+time, so it never holds the frame.
 """
 from __future__ import annotations
 
