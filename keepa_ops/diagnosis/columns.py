@@ -1,4 +1,4 @@
-"""How the diagnosis reads the events frame's text columns on big logs: as integer codes.
+"""How the diagnosis reads the events frame's columns on big logs: as integer codes and arrays.
 
 A categorical column (what ``parse_logs`` writes) gives its codes without a copy; any other
 column is factorised once. Tests on the names a code stands for are made once per name, not
@@ -24,8 +24,23 @@ def is_in(c: np.ndarray, names: list, wanted) -> np.ndarray:
     return hit[c]
 
 
+def where_at(src_codes: np.ndarray, src_names: list, lines: np.ndarray, rows) -> list[str]:
+    """The ``file:line`` of ``rows``, from the source's codes and names (a missing source reads
+    ``nan``, a missing line leaves the file alone): one name lookup per row, no boxing."""
+    names = [str(n) for n in src_names] + ["nan"]
+    return [f"{names[c]}:{int(ln)}" if ln == ln else names[c]
+            for c, ln in zip(src_codes[rows].tolist(), lines[rows].tolist())]
+
+
 def where_of(frame: pd.DataFrame) -> list[str]:
-    """Each row's ``file:line``, from the source's codes: one name lookup per row, no boxing."""
+    """Each row's ``file:line``."""
     c, names = codes(frame["source"])
-    names = [str(n) for n in names] + ["nan"]
-    return [f"{names[k]}:{ln}" for k, ln in zip(c.tolist(), frame["line"].to_numpy().astype(np.int64).tolist())]
+    return where_at(c, names, frame["line"].to_numpy(), slice(None))
+
+
+def last_of(groups: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(each group, its last value), for ``groups`` given as sorted runs of equal values."""
+    if not len(groups):
+        return groups, values
+    last = np.flatnonzero(np.r_[groups[1:] != groups[:-1], True])
+    return groups[last], values[last]

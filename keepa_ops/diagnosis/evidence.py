@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from .columns import where_of
+from .columns import codes, where_of
 from .rate import refill_rate
 from .readings import waited_target
 from .runs import SILENT_MIN_S, TOKEN_TASKS as KEEPA_TASKS, attribute, is_backfill
@@ -105,7 +105,7 @@ def _saved_work(ev: pd.DataFrame) -> pd.DataFrame:
     it = ev[ev["event"].isin(["upsert", "checkpoint", "resume", "watermark", "watermark_loaded",
                               "run_finish"]) & ev["task"].notna()]
     e = it["event"].astype(object).to_numpy()
-    task_codes = it["task"].cat.codes.to_numpy() if hasattr(it["task"], "cat") else pd.factorize(it["task"])[0]
+    task_codes = codes(it["task"])[0]
     items = it["items"].to_numpy(dtype="float64", na_value=np.nan)
     kind = it["kind"].astype(object).to_numpy()
     what = np.full(len(it), None, dtype=object)
@@ -191,8 +191,8 @@ def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
     retried = _names(ev.loc[ev["event"] == "retry", "task"]) & KEEPA_TASKS
     names = sorted(_names(ev.loc[ev["event"].isin(TOKEN_EVENTS), "task"]) | retried)
     cols = ["task", "start", "end", "duration_s", "aborts", "where"]
-    ab = ev.loc[ev["event"] == "abort", ["time", "task"]]
-    ab = ab.assign(where=where_of(ev.loc[ab.index]), task=ab["task"].astype(object))
+    ab = ev.loc[ev["event"] == "abort", ["time", "task", "source", "line"]]
+    ab = ab.assign(where=where_of(ab), task=ab["task"].astype(object))
     by_task = {n: g for n, g in ab.groupby("task", sort=False)}
     no_abort = ab.iloc[:0]
     waits_of = {n: g for n, g in waits.groupby("task", sort=False)} if len(waits) else {}

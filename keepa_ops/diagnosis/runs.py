@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .columns import codes, is_in
+from .columns import codes, is_in, last_of, where_at
 
 # Lines only the backfill task logs, and lines only a deal-feed task (upserter, ingestor) logs.
 BACKFILL_EVENTS = {"checkpoint", "resume"}
@@ -114,18 +114,6 @@ class Attribution:
     stream_end: dict = field(default_factory=dict)  # stream code -> the time of its last line
 
 
-def _where(src, line) -> str:
-    return f"{src}:{int(line)}" if line == line else str(src)
-
-
-def _last_of(groups: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(group, its last value) for groups given in sorted runs."""
-    if not len(groups):
-        return groups, values
-    last = np.flatnonzero(np.r_[groups[1:] != groups[:-1], True])
-    return groups[last], values[last]
-
-
 # How a row of a pool process moves its run: the row types of the process path.
 _START, _END, _OTHER, _DIED, _RESTART = range(5)
 
@@ -196,17 +184,17 @@ def _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_nam
     run_task = np.full(len(first), -1, np.int64)
     run_task[g] = task[mrow[has_task]][first_task_at]
     want_target = ev_at({"wait", "heartbeat", "abort"}) & ~np.isnan(targets[mrow])
-    g, v = _last_of(mrun[want_target], targets[mrow[want_target]])
+    g, v = last_of(mrun[want_target], targets[mrow[want_target]])
     last_target = np.full(len(first), np.nan)
     last_target[g] = v
     said = ev_at({"wait"}) & ~np.isnan(waits[mrow])
-    g, v = _last_of(mrun[said], waits[mrow[said]])
+    g, v = last_of(mrun[said], waits[mrow[said]])
     announced = np.full(len(first), np.nan)
     announced[g] = v
     waiting_on = ev_at({"wait", "heartbeat"}) & ~np.isnan(targets[mrow])
     waiting_off = ev_at({"grant", "spend", "abort", "run_finish", "retry"})
     flip = waiting_on | waiting_off
-    g, v = _last_of(mrun[flip], waiting_on[flip])
+    g, v = last_of(mrun[flip], waiting_on[flip])
     waiting = np.zeros(len(first), bool)
     waiting[g] = v
     hint_bf, hint_feed = np.zeros(len(first), bool), np.zeros(len(first), bool)
@@ -278,10 +266,8 @@ def attribute(events: pd.DataFrame) -> Attribution:
 
     def where(i):
         """``file:line`` of row ``i``, or a list of them for an array of rows."""
-        if isinstance(i, np.ndarray):
-            return [_where(src_names[c] if c >= 0 else None, ln) for c, ln in zip(src_codes[i].tolist(),
-                                                                                 lines[i].tolist())]
-        return _where(src_names[src_codes[i]] if src_codes[i] >= 0 else None, lines[i])
+        return where_at(src_codes, src_names, lines, i) if isinstance(i, np.ndarray) else \
+            where_at(src_codes, src_names, lines, [i])[0]
 
     exit_names = {}
     for i in np.flatnonzero(is_in(ev_codes, ev_names, {"worker_exit"})):
@@ -439,8 +425,9 @@ def attribute(events: pd.DataFrame) -> Attribution:
     lost_rows = pr.lost + [(int(i), int(streams[i])) for i in np.flatnonzero(is_in(ev_codes, ev_names, {"worker_lost"}))]
     for i, st in sorted(lost_rows):
         lost_at.setdefault(st, []).append(times[i])
-    skips = [(times[i], task_names[task[i]], int(streams[i]), where(i))
-             for i in np.flatnonzero(is_in(ev_codes, ev_names, {"skip"}) & (task >= 0)).tolist()]
+    skip_rows = np.flatnonzero(is_in(ev_codes, ev_names, {"skip"}) & (task >= 0))
+    skips = [(times[i], task_names[task[i]], int(streams[i]), at)
+             for i, at in zip(skip_rows.tolist(), where(skip_rows))]
 
     # a run still open after its stream's pool lost a process it cannot name, that never logged
     # again and stayed quiet a long while: it was the one that died

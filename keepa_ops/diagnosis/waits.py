@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .columns import codes, is_in
+from .columns import codes, is_in, last_of, where_at
 
 WANT = {"wait", "heartbeat"}
 GRANT = {"grant"}
@@ -76,10 +76,8 @@ def wait_intervals(att) -> pd.DataFrame:
     balance = ev["balance"].to_numpy(dtype="float64", na_value=np.nan)
     target = targets[rows[first]].copy()
     named = w & ~np.isnan(targets[rows])       # a later wait line's target replaces the first's
-    if named.any():
-        g = wid[named]
-        at = np.flatnonzero(np.r_[g[1:] != g[:-1], True])
-        target[g[at]] = targets[rows[named]][at]
+    g, v = last_of(wid[named], targets[rows[named]])
+    target[g] = v
     lines = np.bincount(wid, weights=(w | rt).astype(np.float64), minlength=nwait).astype(np.int64)
     wait_run = r[first]
     # the last wait line of each wait (its end unless something ends it); ns holds any comeback exactly
@@ -119,7 +117,7 @@ def wait_intervals(att) -> pd.DataFrame:
     df = pd.DataFrame({
         "run": wait_run, "task": [runs[k].task for k in wait_run.tolist()], "start": times[starts_at],
         "end": end, "target": target, "balance": balance[starts_at], "ended_by": how, "lines": lines,
-        "where": [f"{src_names[src_codes[i]]}:{int(line_no[i])}" for i in starts_at.tolist()]})
+        "where": where_at(src_codes, src_names, line_no, starts_at)})
     return _typed(df).sort_values("start", kind="stable").reset_index(drop=True)
 
 

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 from . import scanner
 from .scanner import FIELDS, Template
 from .sources import list_sources
+from ..diagnosis.columns import is_in
 from ..diagnosis.readings import observed_balance
 
 CHUNK = 16 << 20
@@ -247,12 +248,18 @@ class _Sparse:
             if not isinstance(col, _Sparse):
                 out[sel] = col[local]
                 continue
-            if not len(col.rows):
-                continue
-            pos = np.minimum(np.searchsorted(col.rows, local), len(col.rows) - 1)
-            hit = col.rows[pos] == local
+            pos = _positions(col.rows, local)
+            hit = pos >= 0
             out[sel[hit]] = col.values[pos[hit]]
         return out
+
+
+def _positions(index: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Where each of ``wanted`` stands in the ascending ``index`` (-1: not in it)."""
+    if not len(index):
+        return np.full(len(wanted), -1, np.int64)
+    pos = np.minimum(np.searchsorted(index, wanted), len(index) - 1)
+    return np.where(index[pos] == wanted, pos, -1)
 
 
 def _ranges(data: bytes):
@@ -437,10 +444,10 @@ ROW_GROUP = 1 << 20   # events per parquet row group written by write_parquet
 def write_parquet(paths, out, keep_skipped: int = 1000) -> dict:
     """Parse logs straight into a parquet file of the events frame; returns the stats.
 
-    What is read back (``pd.read_parquet``) is ``parse_logs(paths).events``. One log (a file or
-    one gzip) is written ROW_GROUP events at a time from the assembled parts, so the whole frame
-    is never in memory; several files (a rotated set, copies) are first put together as one
-    frame, since an event repeated in another file can only be dropped with all of them at hand.
+    What is read back (``pd.read_parquet``) is ``parse_logs(paths).events``. The events are
+    written ROW_GROUP at a time from the assembled parts, so the whole frame is never in memory;
+    of several files (a rotated set, copies), an event repeated from another file is left out
+    (``_Assembled.repeated``), as ``parse_logs`` drops it.
     """
     import pyarrow.parquet as pq
 
@@ -508,19 +515,27 @@ _CONTENT = ["time", "process", "event", "balance", "target", "wait", "cost", "co
             "refill_rate", "items", "threshold", "detail"]
 
 
-def _drop_repeated(events: pd.DataFrame, rows: bool = False):
-    """Drop an event repeated in another file (overlapping copies, a log beside its own
-    rotation); repeats inside one file are kept, they are what that file says. Returns the
-    frame and how many went, or (with ``rows``) the frame and the positions that went."""
+def _repeats(events: pd.DataFrame) -> np.ndarray:
+    """The positions of the events repeated from another file (overlapping copies, a log beside its
+    own rotation); repeats inside one file are not, they are what that file says."""
     if events.empty:
-        return events, (np.array([], np.int64) if rows else 0)
+        return np.array([], np.int64)
     # a line without a time (Python's default format) can repeat honestly: only timed lines count
     again = events.duplicated(subset=_CONTENT, keep="first") & events["time"].notna()
     if not again.any():
-        return events, (np.array([], np.int64) if rows else 0)
+        return np.array([], np.int64)
     within = events.duplicated(subset=_CONTENT + ["source"], keep="first")
-    drop = (again & ~within).to_numpy()
-    return events[~drop].reset_index(drop=True), (np.flatnonzero(drop) if rows else int(drop.sum()))
+    return np.flatnonzero((again & ~within).to_numpy())
+
+
+def _drop_repeated(events: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``events`` without its ``_repeats``, and how many went."""
+    drop = _repeats(events)
+    if not len(drop):
+        return events, 0
+    keep = np.ones(len(events), bool)
+    keep[drop] = False
+    return events[keep].reset_index(drop=True), len(drop)
 
 
 OUTLIER_S = 2 * 86400.0   # a line this far from both its neighbours' times (which agree) is misdated
@@ -773,7 +788,7 @@ class _Assembled:
         return pd.DataFrame(cols, copy=False)
 
     def repeated(self) -> np.ndarray:
-        """The final rows that ``_drop_repeated`` would drop from ``frame()``, found without it: each
+        """The final rows that are ``_repeats`` of ``frame()``, found without building it: each
         row's content is hashed slice by slice, and only the rows that share a hash with another
         (every true repeat does) are built and compared in full, so a hash collision drops nothing."""
         n = len(self.key)
@@ -784,8 +799,7 @@ class _Assembled:
         shared = np.flatnonzero(pd.Series(content).duplicated(keep=False).to_numpy())
         if not len(shared):
             return shared
-        _, dropped = _drop_repeated(self.frame(rows=shared), rows=True)
-        return shared[dropped]
+        return shared[_repeats(self.frame(rows=shared))]
 
 
 def _key_column(c: str, parts: list[dict], sizes: list):
@@ -831,11 +845,7 @@ def _details_sorted(parts: list[dict], offsets: np.ndarray) -> tuple[np.ndarray,
 
 def _detail_of(at: np.ndarray, text: pa.Array, rows: np.ndarray):
     """The detail column of ``rows`` (null where a row has none), placed by arrow in C."""
-    if len(at):
-        pos = np.minimum(np.searchsorted(at, rows), len(at) - 1)
-        idx = np.where(at[pos] == rows, pos, -1)
-    else:
-        idx = np.full(len(rows), -1)
+    idx = _positions(at, rows)
     return pd.array(text.take(pa.array(idx, mask=idx < 0)), dtype="string")
 
 
@@ -878,10 +888,9 @@ def _attribute(df: pd.DataFrame) -> pd.DataFrame:
     key = df["stream"].cat.codes.to_numpy().astype(np.int32) * np.int32(nproc) + (proc_codes.astype(np.int32) + 1)
     order = np.argsort(key, kind="stable")
     key = key[order]
-    ev = df["event"].cat
-    names = list(ev.categories)
-    ev_codes = ev.codes.to_numpy()[order]
-    hit = lambda wanted: np.asarray([n in wanted for n in names] + [False])[ev_codes]
+    names = list(df["event"].cat.categories)
+    ev_codes = df["event"].cat.codes.to_numpy()[order]
+    hit = lambda wanted: is_in(ev_codes, names, wanted)
     w = worker[order]
     starts = hit({"run_start"}) & w
     ends = hit({"run_finish", "retry"}) & w        # a retry ends one too
