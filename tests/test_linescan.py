@@ -37,11 +37,14 @@ def render(pattern: str, rng: random.Random) -> tuple[str, dict]:
 
 
 def same_scan(a: linescan.Scan, b: linescan.Scan):
-    for f in ("line_start", "cls", "line", "kind", "event", "time_ms", "fields"):
+    for f in ("line_start", "cls", "line", "kind", "event", "time_ms"):
         x, y = getattr(a, f), getattr(b, f)
         assert x.shape == y.shape and np.array_equal(x, y, equal_nan=True), f
-    for c in linescan.TEXT_COLUMNS:
-        assert a.text[c].to_pylist() == b.text[c].to_pylist(), c
+    for name in FIELDS:   # the same rows, ascending, and the same values
+        (ra, va), (rb, vb) = a.fields[name], b.fields[name]
+        assert ra.tolist() == rb.tolist() and np.array_equal(va, vb), name
+    for c in linescan.TEXT_COLUMNS:   # the same codes into the same values, numbered by first appearance
+        assert a.text[c][0].tolist() == b.text[c][0].tolist() and a.text[c][1] == b.text[c][1], c
 
 
 def both(data: bytes):
@@ -68,9 +71,9 @@ def test_every_template_variant_parses_its_own_example():
                 assert logparse.EVENT_NAMES[sc.event[0]] == event
                 for name, v in values.items():
                     if name in FIELDS:
-                        assert sc.fields[0, FIELDS.index(name)] == float(v), (pattern, name)
+                        assert sc.field(name)[0] == float(v), (pattern, name)
                     else:
-                        captured = sc.text["capture"][0].as_py()
+                        captured = sc.texts("capture")[0]
                         assert captured == v.encode("utf-8", "surrogateescape"), (pattern, name)
 
 
@@ -78,9 +81,8 @@ def test_numbers_backtrack_like_a_regex():
     # "250.5." then the literal "." : the number gives back its fraction only if it must
     sc = both(b"INFO:x:[Heartbeat] Waiting for tokens... Current: 29.5. Target: 250.5.\n"
               b"INFO:x:[Heartbeat] Waiting for tokens... Current: 29. Target: 250.5\n")
-    t, b = FIELDS.index("target"), FIELDS.index("balance")
-    assert sc.fields[0, b] == 29.5 and sc.fields[0, t] == 250.5
-    assert sc.fields[1, t] == 250   # "250" then the template's "." (the ".5" is left over)
+    assert sc.field("balance")[0] == 29.5 and sc.field("target")[0] == 250.5
+    assert sc.field("target")[1] == 250   # "250" then the template's "." (the ".5" is left over)
 
 
 def test_times_are_validated_like_strptime():
@@ -146,24 +148,38 @@ def test_templates_are_checked_when_compiled():
         Program([Template("X", "x", (("wait", "X {a:word} {b:word}"),))], ["x"], ["wait"])
 
 
+def test_many_distinct_texts_keep_their_codes_in_order_of_first_appearance():
+    """The C scan codes each text column through a table that grows: 3,000 process names (each
+    seen twice, the second time in reverse order) and as many task names agree with the reference."""
+    names = [f"ForkPoolWorker-{k}" for k in range(3000)]
+    lines = [f"[2026-02-04 10:00:00,000: INFO/{p}] --- Task: task_{k % 1500} started".encode()
+             for k, p in enumerate(names + names[::-1])]
+    sc = both(b"\n".join(lines) + b"\n")
+    codes, values = sc.text["process"]
+    assert values == [p.encode() for p in names] and codes.tolist() == list(range(3000)) + list(range(2999, -1, -1))
+    assert len(sc.text["capture"][1]) == 1500
+
+
 def test_the_c_boundary_refuses_bad_input_instead_of_crashing():
     data = b"INFO:x:Tokens recovered (1 >= 3)\n" * 4
-    n = 4
+    n, nf, nt = 4, len(FIELDS), len(linescan.TEXT_COLUMNS)
     bufs = [np.empty(n, np.uint8), np.empty(n + 1, np.int64), np.empty(n, np.int32), np.empty(n, np.int16),
-            np.empty(n, np.int16), np.empty(n, np.float64), np.empty(n * len(FIELDS), np.float64),
-            np.empty(4 * (n + 1), np.int64), np.empty(4 * len(data), np.uint8)]
+            np.empty(n, np.int16), np.empty(n, np.float64), np.empty(nf, np.int64), np.empty(nf * n, np.int32),
+            np.empty(nf * n, np.float64), np.empty(nt * n, np.int32), np.empty(nt * (n + 1), np.int64),
+            np.empty(nt * len(data), np.uint8), np.empty(nt, np.int64)]
     scan = linescan._linescan.scan
-    assert scan(data, 0, len(data), PROGRAM.code, len(FIELDS), *bufs) == (4, 4)
+    assert scan(data, 0, len(data), PROGRAM.code, nf, *bufs) == (4, 4)
     with pytest.raises(ValueError, match="malformed program"):
-        scan(data, 0, len(data), PROGRAM.code[:-3], len(FIELDS), *bufs)
+        scan(data, 0, len(data), PROGRAM.code[:-3], nf, *bufs)
     with pytest.raises(ValueError, match="range or output buffers"):
-        scan(data, 0, len(data) + 1, PROGRAM.code, len(FIELDS), *bufs)
+        scan(data, 0, len(data) + 1, PROGRAM.code, nf, *bufs)
     with pytest.raises(ValueError, match="more lines than"):
-        scan(data[:9] + b"\n" + data[10:], 0, len(data), PROGRAM.code, len(FIELDS), *bufs)
-    short = list(bufs)
-    short[6] = np.empty(3, np.float64)
-    with pytest.raises(ValueError, match="range or output buffers"):
-        scan(data, 0, len(data), PROGRAM.code, len(FIELDS), *short)
+        scan(data[:9] + b"\n" + data[10:], 0, len(data), PROGRAM.code, nf, *bufs)
+    for k in range(6, len(bufs)):   # every output buffer is checked for its size
+        short = list(bufs)
+        short[k] = short[k][:-1]
+        with pytest.raises(ValueError, match="range or output buffers"):
+            scan(data, 0, len(data), PROGRAM.code, nf, *short)
 
 
 def frame_of(path) -> pd.DataFrame:

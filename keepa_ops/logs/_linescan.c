@@ -8,6 +8,11 @@
  * greedy run tries its longest length first, the lazy text op its shortest. Messages are
  * matched at their start and need not be consumed to their end.
  *
+ * Out of each token line come its kind, event and time, its numeric fields as sparse columns
+ * (the rows that have each field, and their values), and its text columns (process, logger,
+ * task logger, capture) as codes into each column's distinct values, numbered in order of
+ * first appearance.
+ *
  * Invariants: never reads outside [data+start, data+end); never writes past the buffers
  * it was given (it checks their sizes first); holds no GIL while scanning.
  */
@@ -257,25 +262,81 @@ static inline const uint8_t *first_cr(const uint8_t *s, const uint8_t *e) {
 
 /* ---- the scan ------------------------------------------------------------------- */
 
+/* A text column's distinct values, in order of first appearance: codes, offsets and bytes in the
+ * caller's buffers, found again through an open-addressing table of code + 1 (0: empty). */
+typedef struct {
+    int64_t *offs;     /* (nl + 1) offsets: value k is data[offs[k]:offs[k + 1]] */
+    uint8_t *data;     /* `cap` bytes */
+    int64_t count;
+    int32_t *slots;
+    size_t mask;
+} Dict;
+
 typedef struct {
     uint8_t *cls;
     int64_t *lstart;
     int32_t *tline;
     int16_t *tkind, *tevent;
-    double *tts, *tfields;
-    int64_t *toffs;    /* N_TEXT columns of (nl + 1) offsets */
-    uint8_t *tdata;    /* N_TEXT columns of `cap` bytes */
+    double *tts;
+    int64_t *fcount;   /* per field: how many token lines have it */
+    int32_t *frows;    /* nf columns of nl rows: the token lines that have the field, ascending */
+    double *fvals;     /* nf columns of nl values */
+    int32_t *tcodes;   /* N_TEXT columns of nl codes (-1: none) */
+    Dict dict[N_TEXT];
     Py_ssize_t nl, cap, nf;
 } Out;
 
-static void put_text(Out *o, int col, Py_ssize_t j, const uint8_t *s, Py_ssize_t n) {
-    int64_t *offs = o->toffs + col * (o->nl + 1);
-    if (s && n > 0) {
-        memcpy(o->tdata + col * o->cap + offs[j], s, n);
-        offs[j + 1] = offs[j] + n;
-    } else {
-        offs[j + 1] = offs[j];
+static inline uint64_t hash_bytes(const uint8_t *s, Py_ssize_t n) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ULL;
+    return h;
+}
+
+static int dict_grow(Dict *d) {
+    size_t size = d->slots ? (d->mask + 1) * 2 : 256;
+    int32_t *slots = calloc(size, sizeof *slots);
+    if (!slots) return 0;
+    for (int64_t k = 0; k < d->count; k++) {
+        size_t h = hash_bytes(d->data + d->offs[k], d->offs[k + 1] - d->offs[k]) & (size - 1);
+        while (slots[h]) h = (h + 1) & (size - 1);
+        slots[h] = (int32_t)(k + 1);
     }
+    free(d->slots);
+    d->slots = slots;
+    d->mask = size - 1;
+    return 1;
+}
+
+/* The code of text s[0:n] (a new one if it was not seen), -1 for no text, -2 when out of memory.
+ * The values' bytes never outgrow `cap`: each is a piece of the range, seen once. */
+static int32_t dict_code(Dict *d, const uint8_t *s, Py_ssize_t n) {
+    if (!s || n <= 0) return -1;
+    if ((!d->slots || (size_t)(d->count + 1) * 2 > d->mask + 1) && !dict_grow(d)) return -2;
+    size_t h = hash_bytes(s, n) & d->mask;
+    for (;; h = (h + 1) & d->mask) {
+        int32_t k = d->slots[h] - 1;
+        if (k < 0) break;
+        if (d->offs[k + 1] - d->offs[k] == n && memcmp(d->data + d->offs[k], s, n) == 0) return k;
+    }
+    int64_t k = d->count++;
+    memcpy(d->data + d->offs[k], s, n);
+    d->offs[k + 1] = d->offs[k] + n;
+    d->slots[h] = (int32_t)(k + 1);
+    return (int32_t)k;
+}
+
+/* Field fi of token line j is v (a later value for the same line replaces the earlier one). */
+static inline void put_field(Out *o, int fi, Py_ssize_t j, double v) {
+    int32_t *rows = o->frows + fi * o->nl;
+    double *vals = o->fvals + fi * o->nl;
+    int64_t k = o->fcount[fi];
+    if (k > 0 && rows[k - 1] == (int32_t)j) {
+        vals[k - 1] = v;
+        return;
+    }
+    rows[k] = (int32_t)j;
+    vals[k] = v;
+    o->fcount[fi] = k + 1;
 }
 
 static int dispatch(const Program *pg, const uint8_t *m, const uint8_t *me, const Variant **hit, Caps *c,
@@ -330,7 +391,7 @@ static Py_ssize_t scan(const Program *pg, const uint8_t *data, Py_ssize_t start,
                        Py_ssize_t *ntok_out) {
     Py_ssize_t li = 0, j = 0;
     const uint8_t *p = data + start, *stop = data + end;
-    for (int c = 0; c < N_TEXT; c++) o->toffs[c * (o->nl + 1)] = 0;
+    for (Py_ssize_t f = 0; f < o->nf; f++) o->fcount[f] = 0;
     while (p < stop) {
         const uint8_t *nl = memchr(p, '\n', stop - p);
         const uint8_t *le = nl ? nl + 1 : stop, *ce = nl ? nl : stop;
@@ -407,17 +468,14 @@ static Py_ssize_t scan(const Program *pg, const uint8_t *data, Py_ssize_t start,
                 cls = m < me ? dispatch(pg, m, me, &V, &c, &T) : CLS_OTHER;
                 if (cls == CLS_TOKEN) {
                     if (j >= o->nl) return -1;
-                    double *f = o->tfields + j * o->nf;
-                    for (Py_ssize_t k = 0; k < o->nf; k++) f[k] = NAN;
                     o->tline[j] = (int32_t)li;
                     o->tkind[j] = V->kind;
                     o->tevent[j] = V->event;
                     o->tts[j] = ts;
                     for (int k = 0; k < V->nops; k++) {
                         int fi = V->ops[k].field;
-                        if (fi >= 0 && fi < o->nf) f[fi] = number(c.num[fi], c.numlen[fi]);
+                        if (fi >= 0 && fi < o->nf) put_field(o, fi, j, number(c.num[fi], c.numlen[fi]));
                     }
-                    put_text(o, TEXT_CAPTURE, j, c.txt, c.txtlen);
                     for (int v = 0; v < T->nvar; v++) { /* extras: optional fields found anywhere */
                         const Variant *X = &T->vars[v];
                         if (!X->extra) continue;
@@ -426,12 +484,16 @@ static Py_ssize_t scan(const Program *pg, const uint8_t *data, Py_ssize_t start,
                         if (!match(X->ops, X->ops + X->nops, m, me, &xc)) continue;
                         for (int k = 0; k < X->nops; k++) {
                             int fi = X->ops[k].field;
-                            if (fi >= 0 && fi < o->nf) f[fi] = number(xc.num[fi], xc.numlen[fi]);
+                            if (fi >= 0 && fi < o->nf) put_field(o, fi, j, number(xc.num[fi], xc.numlen[fi]));
                         }
                     }
-                    put_text(o, TEXT_PROCESS, j, proc, procend - proc);
-                    put_text(o, TEXT_LOGGER, j, lg, lgend - lg);
-                    put_text(o, TEXT_TASKLOGGER, j, tl, tlend - tl);
+                    const uint8_t *text[N_TEXT] = {proc, lg, tl, c.txt};
+                    Py_ssize_t text_len[N_TEXT] = {procend - proc, lgend - lg, tlend - tl, c.txtlen};
+                    for (int col = 0; col < N_TEXT; col++) {
+                        int32_t code = dict_code(&o->dict[col], text[col], text_len[col]);
+                        if (code == -2) return -2;
+                        o->tcodes[col * o->nl + j] = code;
+                    }
                     j++;
                 }
             }
@@ -445,19 +507,24 @@ static Py_ssize_t scan(const Program *pg, const uint8_t *data, Py_ssize_t start,
     return li;
 }
 
-/* scan(data, start, end, program, nfields, cls, lstart, tline, tkind, tevent, tts, tfields, toffs, tdata)
- *   -> (lines, token lines). Output buffers are sized by the caller for nl lines, see linescan.py. */
+/* scan(data, start, end, program, nfields, cls, lstart, tline, tkind, tevent, tts, fcount, frows, fvals,
+ *      tcodes, doffs, ddata, dcount) -> (lines, token lines)
+ * Output buffers are sized by the caller for nl lines (nl = len(cls)), see scanner.Buffers:
+ * fcount[nf], frows and fvals nf x nl, tcodes N_TEXT x nl, doffs N_TEXT x (nl + 1), ddata
+ * N_TEXT x (end - start) bytes, dcount[N_TEXT]. */
+#define NBUF 13
 static PyObject *py_scan(PyObject *self, PyObject *args) {
     (void)self;
-    Py_buffer data, prog, b[9];
+    Py_buffer data, prog, b[NBUF];
     Py_ssize_t start, end, nf;
     memset(b, 0, sizeof b);
-    if (!PyArg_ParseTuple(args, "y*nny*nw*w*w*w*w*w*w*w*w*", &data, &start, &end, &prog, &nf, &b[0], &b[1], &b[2],
-                          &b[3], &b[4], &b[5], &b[6], &b[7], &b[8]))
+    if (!PyArg_ParseTuple(args, "y*nny*nw*w*w*w*w*w*w*w*w*w*w*w*w*", &data, &start, &end, &prog, &nf, &b[0], &b[1],
+                          &b[2], &b[3], &b[4], &b[5], &b[6], &b[7], &b[8], &b[9], &b[10], &b[11], &b[12]))
         return NULL;
     PyObject *result = NULL;
     Program pg;
     Out o;
+    memset(&o, 0, sizeof o);
     Py_ssize_t nl = b[0].len;
     o.nl = nl;
     o.cap = end - start;
@@ -468,15 +535,22 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
     o.tkind = b[3].buf;
     o.tevent = b[4].buf;
     o.tts = b[5].buf;
-    o.tfields = b[6].buf;
-    o.toffs = b[7].buf;
-    o.tdata = b[8].buf;
+    o.fcount = b[6].buf;
+    o.frows = b[7].buf;
+    o.fvals = b[8].buf;
+    o.tcodes = b[9].buf;
     if (start < 0 || end < start || end > data.len || nf < 0 || nf > MAX_FIELDS ||
         b[1].len < (nl + 1) * 8 || b[2].len < nl * 4 || b[3].len < nl * 2 || b[4].len < nl * 2 ||
-        b[5].len < nl * 8 || b[6].len < nl * nf * 8 || b[7].len < N_TEXT * (nl + 1) * 8 ||
-        b[8].len < N_TEXT * o.cap) {
+        b[5].len < nl * 8 || b[6].len < nf * 8 || b[7].len < nf * nl * 4 || b[8].len < nf * nl * 8 ||
+        b[9].len < N_TEXT * nl * 4 || b[10].len < N_TEXT * (nl + 1) * 8 || b[11].len < N_TEXT * o.cap ||
+        b[12].len < N_TEXT * 8) {
         PyErr_SetString(PyExc_ValueError, "linescan: range or output buffers of the wrong size");
         goto done;
+    }
+    for (int c = 0; c < N_TEXT; c++) {
+        o.dict[c].offs = (int64_t *)b[10].buf + c * (nl + 1);
+        o.dict[c].data = (uint8_t *)b[11].buf + c * o.cap;
+        o.dict[c].offs[0] = 0;
     }
     if (!program_load(&pg, prog.buf, prog.len)) {
         program_free(&pg);
@@ -488,6 +562,14 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
     lines = scan(&pg, data.buf, start, end, &o, &ntok);
     Py_END_ALLOW_THREADS
     program_free(&pg);
+    for (int c = 0; c < N_TEXT; c++) {
+        ((int64_t *)b[12].buf)[c] = o.dict[c].count;
+        free(o.dict[c].slots);
+    }
+    if (lines == -2) {
+        PyErr_NoMemory();
+        goto done;
+    }
     if (lines < 0) {
         PyErr_SetString(PyExc_ValueError, "linescan: more lines than the output buffers hold");
         goto done;
@@ -496,7 +578,7 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
 done:
     PyBuffer_Release(&data);
     PyBuffer_Release(&prog);
-    for (int i = 0; i < 9; i++)
+    for (int i = 0; i < NBUF; i++)
         if (b[i].obj) PyBuffer_Release(&b[i]);
     return result;
 }

@@ -25,6 +25,7 @@ time, so it never holds the frame.
 from __future__ import annotations
 
 import json
+import queue
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -169,15 +170,22 @@ class _Coded:
     values: list
 
     @classmethod
-    def of_bytes(cls, arr: pa.Array, fn=None) -> "_Coded":
-        """Captured bytes ('' = none); each distinct value is decoded (bad UTF-8 replaced) and
-        passed through ``fn`` once, however many rows share it."""
-        enc = pc.dictionary_encode(arr)
-        values = [v.decode("utf-8", "replace") or None for v in enc.dictionary.to_pylist()]
+    def of_scan(cls, codes: np.ndarray, values: list, fn=None, subset: bool = False) -> "_Coded":
+        """A scan's text column: ``codes`` into ``values`` (bytes; -1: none). Each distinct value is
+        decoded (bad UTF-8 replaced) and passed through ``fn`` once, however many rows share it.
+        ``subset``: the codes are some of the column's rows, so values are kept and numbered by
+        their first appearance among these rows, as a column of its own would number them."""
+        if subset:
+            present = codes[codes >= 0]
+            used, first = np.unique(present, return_index=True)
+            order = used[np.argsort(first, kind="stable")]
+            remap = np.full(len(values) + 1, -1, np.int32)
+            remap[order] = np.arange(len(order), dtype=np.int32)
+            codes, values = remap[codes], [values[k] for k in order.tolist()]
+        texts = [v.decode("utf-8", "replace") for v in values]
         if fn is not None:
-            values = [fn(v) if v is not None else None for v in values]
-        codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int32)
-        return cls(codes, values).compact()
+            texts = [fn(v) for v in texts]
+        return cls(codes, texts).compact()   # compact copies the codes: the scan's buffers are reused
 
     @classmethod
     def of_objects(cls, objs) -> "_Coded":
@@ -211,12 +219,14 @@ class _Sparse:
     values: np.ndarray   # float64
 
     @staticmethod
-    def of(column: np.ndarray):
-        """A copy of ``column``: sparse if that is smaller (under 2/3 present), else dense."""
-        present = np.flatnonzero(~np.isnan(column))
-        if len(present) * 3 >= len(column) * 2:
-            return np.ascontiguousarray(column)
-        return _Sparse(present.astype(np.int32), column[present])
+    def of(rows: np.ndarray, values: np.ndarray, n: int):
+        """A copy of the column of ``n`` rows that has ``values`` at ``rows`` (NaN elsewhere): sparse
+        if that is smaller (under 2/3 present), else dense."""
+        if len(rows) * 3 >= n * 2:
+            out = np.full(n, np.nan)
+            out[rows] = values
+            return out
+        return _Sparse(rows.astype(np.int32, copy=True), values.astype(np.float64, copy=True))
 
     @staticmethod
     def gather(columns: list, sizes: list, offsets: np.ndarray, rows: np.ndarray | None = None,
@@ -262,14 +272,29 @@ def _positions(index: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return np.where(index[pos] == wanted, pos, -1)
 
 
-def _ranges(data: bytes):
-    """(start, end) of CHUNK-sized pieces of ``data`` that end at a newline (or the end)."""
-    start, n = 0, len(data)
+def _newline(data: np.ndarray, start: int, end: int, backward: bool) -> int:
+    """The position of the last newline in ``data[start:end]`` (``backward``) or the first, or -1;
+    looked for a window at a time, so a short search reads only what it must."""
+    step = 1 << 16
+    while start < end:
+        lo, hi = (max(start, end - step), end) if backward else (start, min(end, start + step))
+        at = np.flatnonzero(data[lo:hi] == 10)
+        if len(at):
+            return lo + int(at[-1] if backward else at[0])
+        end, start = (lo, start) if backward else (end, hi)
+        step *= 4
+    return -1
+
+
+def _ranges(data):
+    """(start, end) of CHUNK-sized pieces of ``data`` (any bytes-like) that end at a newline (or the end)."""
+    buf = np.frombuffer(data, np.uint8)
+    start, n = 0, len(buf)
     while start < n:
         end = min(n, start + CHUNK)
         if end < n:
-            nl = data.rfind(b"\n", start, end)
-            end = nl + 1 if nl >= start else data.find(b"\n", end) + 1 or n
+            nl = _newline(buf, start, end, backward=True)
+            end = nl + 1 if nl >= 0 else _newline(buf, end, n, backward=False) + 1 or n
         yield start, end
         start = end
 
@@ -375,6 +400,9 @@ def _read(paths, keep_skipped: int):
     parts, json_lines, skipped_rows, file_rows = [], [], [], []
     stats = {"files": len(sources), "bytes": 0, "lines": 0, "events": 0, "other": 0, "continuation": 0,
              "blank": 0, "skipped": 0, "json": 0, "truncated_files": 0, "partial_last_lines": 0}
+    pool = queue.SimpleQueue()   # the scan buffers, one set per thread, kept for the whole read
+    for _ in range(THREADS):
+        pool.put(scanner.Buffers())
     for file_no, src in enumerate(sources):
         name = str(src.path)
         fstat = {"file": name, "stream": src.stream, "bytes": 0, "lines": 0, "events": 0,
@@ -385,8 +413,8 @@ def _read(paths, keep_skipped: int):
             stats["bytes"] += len(data)
             fstat["bytes"] += len(data)
             fstat["truncated"] = fstat["truncated"] or truncated
-            last = data[-1:] or last
-            results = _scan_file(data, name, src.stream, keep_skipped)
+            last = bytes(data[-1:]) or last
+            results = _scan_file(data, name, src.stream, keep_skipped, pool)
             data = None
             line0 = _take(results, line0, name, file_no, stats, fstat, json_lines, skipped_rows, parts,
                           keep_skipped)
@@ -417,6 +445,7 @@ def _read(paths, keep_skipped: int):
                 part["detail"] = (rows, list(detail[rows]))
                 part["_file"] = order[src_name]
                 parts.append(part)
+    del pool   # the scan buffers go before the parts are assembled
     _order_by_content(parts, sources, file_rows)
     assembled = _Assembled(parts)
     del parts
@@ -593,27 +622,36 @@ def _take(results, line0, name, file_no, stats, fstat, json_lines, skipped_rows,
     return line0
 
 
-def _scan_file(data: bytes, name: str, stream: str, keep: int) -> list[dict]:
-    """Every range of one file, THREADS at a time (the C scan runs without the GIL)."""
-    with ThreadPoolExecutor(max_workers=THREADS) as pool:
-        return list(pool.map(lambda r: _chunk(data, r[0], r[1], name, stream, keep), list(_ranges(data))))
+def _scan_file(data, name: str, stream: str, keep: int, pool: "queue.SimpleQueue") -> list[dict]:
+    """Every range of one block, THREADS at a time (the C scan runs without the GIL), each with a
+    set of scan buffers from ``pool`` (THREADS of them, reused from block to block)."""
+    def one(r):
+        buffers = pool.get()
+        try:
+            return _chunk(data, r[0], r[1], name, stream, keep, buffers)
+        finally:
+            pool.put(buffers)
+
+    with ThreadPoolExecutor(max_workers=THREADS) as ex:
+        return list(ex.map(one, list(_ranges(data))))
 
 
-def _chunk(data: bytes, start: int, end: int, name: str, stream: str, keep: int) -> dict:
-    """Classify every line of one range; build the event columns of its token lines.
+def _chunk(data, start: int, end: int, name: str, stream: str, keep: int, buffers=None) -> dict:
+    """Classify every line of one range; build the event columns of its token lines (copies: the
+    scan is a view of ``buffers``, which the next range reuses).
 
     Line numbers are relative to the range; the first ``keep`` skipped lines keep their text.
     """
-    sc = scanner.scan(data, start, end, PROGRAM)
+    sc = scanner.scan(data, start, end, PROGRAM, buffers=buffers)
     counts = np.bincount(sc.cls, minlength=len(scanner.CLASS_NAMES))
     out = {"lines": len(sc.cls), "other": int(counts[scanner.OTHER]),
            "continuation": int(counts[scanner.CONTINUATION]), "blank": int(counts[scanner.BLANK]),
            "json": [], "bad": np.flatnonzero((sc.cls == scanner.BAD) | (sc.cls == scanner.FAILED)),
            "part": None}
-    out["bad_text"] = [data[sc.line_start[i]:sc.line_start[i + 1]][:300].decode("utf-8", "replace").rstrip("\r\n")
-                       for i in out["bad"][:keep]]
-    if counts[scanner.JSON]:
-        out["json"] = [(name, int(i), data[sc.line_start[i]:sc.line_start[i + 1]])
+    out["bad_text"] = [bytes(data[sc.line_start[i]:min(sc.line_start[i + 1], sc.line_start[i] + 300)])
+                       .decode("utf-8", "replace").rstrip("\r\n") for i in out["bad"][:keep]]
+    if counts[scanner.JSON]:   # copies: the block's buffer is reused
+        out["json"] = [(name, int(i), bytes(data[sc.line_start[i]:sc.line_start[i + 1]]))
                        for i in np.flatnonzero(sc.cls == scanner.JSON)]
     if len(sc.line):
         out["part"] = _part(sc, name, stream)
@@ -622,29 +660,32 @@ def _chunk(data: bytes, start: int, end: int, name: str, stream: str, keep: int)
 
 def _part(sc: scanner.Scan, source: str, stream: str) -> dict:
     """A scan's token lines -> event columns (line numbers still relative to the range)."""
-    # copies, not views: a view would keep the scan's line-sized buffers alive
+    # copies, not views: the scan is a view of buffers the next range reuses
+    n = len(sc.line)
     out = {"time": sc.time_ms.copy(), "source": source, "line": sc.line.astype(np.int64), "stream": stream,
-           "process": _Coded.of_bytes(sc.text["process"]), "event": sc.event.copy(), "kind": sc.kind.copy()}
+           "process": _Coded.of_scan(*sc.text["process"]), "event": sc.event.copy(), "kind": sc.kind.copy()}
     for col, f in _FROM_FIELD.items():
-        out[col] = _Sparse.of(sc.fields[:, FIELDS.index(f)])
+        out[col] = _Sparse.of(*sc.fields[f], n)
     # the task: the template's own, else Celery's task-logger prefix, else the logger's module
-    task = _Coded.of_bytes(sc.text["task_logger"], short_task)
-    task = task.where(task.codes < 0, _Coded.of_bytes(sc.text["logger"], MODULE_TASKS.get))
+    task = _Coded.of_scan(*sc.text["task_logger"], short_task)
+    task = task.where(task.codes < 0, _Coded.of_scan(*sc.text["logger"], MODULE_TASKS.get))
     detail_rows, detail_text = [], []   # the rows that have details, and their JSON texts (arrow arrays)
+    capture_codes, capture_values = sc.text["capture"]
     for kind in np.unique(sc.kind):
         kname = KIND_NAMES[kind]
         text_name = PROGRAM.text_field.get(kname)
         if text_name is None and kname not in DETAIL_FIELDS:
             continue
         w = np.flatnonzero(sc.kind == kind)
-        capture = _Coded.of_bytes(sc.text["capture"].take(w), short_task if text_name == "task" else None)
+        capture = _Coded.of_scan(capture_codes[w], capture_values, short_task if text_name == "task" else None,
+                                 subset=True)
         if text_name == "task":
-            mask = np.zeros(len(sc.kind), bool)
+            mask = np.zeros(n, bool)
             mask[w] = True
-            full = np.full(len(sc.kind), -1, np.int32)
+            full = np.full(n, -1, np.int32)
             full[w] = capture.codes
             task = task.where(mask, _Coded(full, capture.values))
-        rows, text = _details(kname, text_name, capture, sc.fields[w])
+        rows, text = _details(kname, text_name, capture, lambda f: sc.field(f, w))
         detail_rows.append(w[rows])
         detail_text.append(text)
     out["task"] = task
@@ -653,17 +694,17 @@ def _part(sc: scanner.Scan, source: str, stream: str) -> dict:
     return out
 
 
-def _details(kind: str, text_name: str | None, capture: _Coded, fields: np.ndarray):
+def _details(kind: str, text_name: str | None, capture: _Coded, field_of):
     """The DETAIL_FIELDS of one kind's rows as JSON: (rows that have any, their texts as ``json.dumps``
-    writes them). No per-row Python: each distinct value is encoded once, and arrow joins each row's
-    fields."""
+    writes them). ``field_of(name)``: a numeric field over the kind's rows. No per-row Python: each
+    distinct value is encoded once, and arrow joins each row's fields."""
     names = DETAIL_FIELDS.get(kind, ())
-    cols, present = [], np.zeros(len(fields), bool)
+    cols, present = [], np.zeros(len(capture.codes), bool)
     for f in names:
         if f == text_name:
             codes, values = capture.codes.astype(np.int64), [json.dumps(v) for v in capture.values]
         else:
-            x = fields[:, FIELDS.index(f)]
+            x = field_of(f)
             ok = ~np.isnan(x)
             uniq, inv = np.unique(x[ok], return_inverse=True)
             codes = np.full(len(x), -1, np.int64)

@@ -23,7 +23,6 @@ import struct
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
 
 try:
     from . import _linescan
@@ -151,38 +150,89 @@ class Scan:
     kind: np.ndarray          # int16 per token line: index into Program.kinds
     event: np.ndarray         # int16 per token line: index into Program.events
     time_ms: np.ndarray       # float64 per token line, NaN when the line has no (valid) time
-    fields: np.ndarray        # float64 (token lines x FIELDS), NaN where absent
-    text: dict                # TEXT_COLUMNS -> pa.LargeBinaryArray per token line ('' = absent)
+    fields: dict              # FIELDS -> (rows, values): the token lines that have it (int32, ascending), float64
+    text: dict                # TEXT_COLUMNS -> (codes, values): int32 per token line (-1: none), and the
+                              # distinct values (bytes, never empty) by code, in order of first appearance
+
+    def field(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """A field as a float64 column over the token lines (or over ``rows`` of them), NaN where absent."""
+        have, values = self.fields[name]
+        if rows is None:
+            out = np.full(len(self.line), np.nan)
+            out[have] = values
+            return out
+        if not len(have):
+            return np.full(len(rows), np.nan)
+        pos = np.minimum(np.searchsorted(have, rows), len(have) - 1)
+        return np.where(have[pos] == rows, values[pos], np.nan)
+
+    def texts(self, name: str) -> list:
+        """A text column as one value per token line (b'' where it has none)."""
+        codes, values = self.text[name]
+        return [values[c] if c >= 0 else b"" for c in codes.tolist()]
 
 
-def scan(data: bytes, start: int, end: int, program: Program, native: bool | None = None) -> Scan:
-    """Scan ``data[start:end]``: whole lines (the last may lack its newline)."""
+class Buffers:
+    """The C scan's output buffers, kept for the next range (grown when one needs more).
+
+    A ``Scan`` made with them is a view of them: valid until they scan again. Reusing them
+    means the scan touches no fresh memory per range (a fresh page costs a fault and zeroing,
+    about as much as scanning it). One ``Buffers`` serves one scan at a time.
+    """
+
+    def __init__(self):
+        self.lines = self.bytes = -1
+
+    def sized(self, lines: int, nbytes: int) -> "Buffers":
+        nf, nt = len(FIELDS), len(TEXT_COLUMNS)
+        if lines > self.lines:
+            n = self.lines = lines + lines // 4
+            self.cls = np.empty(n, np.uint8)
+            self.lstart = np.empty(n + 1, np.int64)
+            self.tline = np.empty(n, np.int32)
+            self.tkind = np.empty(n, np.int16)
+            self.tevent = np.empty(n, np.int16)
+            self.tts = np.empty(n, np.float64)
+            self.fcount = np.empty(nf, np.int64)
+            self.frows = np.empty(nf * n, np.int32)
+            self.fvals = np.empty(nf * n, np.float64)
+            self.tcodes = np.empty(nt * n, np.int32)
+            self.doffs = np.empty(nt * (n + 1), np.int64)
+            self.dcount = np.empty(nt, np.int64)
+        if nbytes > self.bytes:
+            self.bytes = nbytes + nbytes // 4
+            self.ddata = np.empty(max(1, nt * self.bytes), np.uint8)
+        return self
+
+
+def scan(data, start: int, end: int, program: Program, native: bool | None = None,
+         buffers: Buffers | None = None) -> Scan:
+    """Scan ``data[start:end]`` (any bytes-like): whole lines (the last may lack its newline).
+    With ``buffers``, the native scan writes into them and the ``Scan`` is a view of them."""
     if native is None:
         native = NATIVE
-    return (_scan_native if native else scan_reference)(data, start, end, program)
+    if not native:
+        return scan_reference(data, start, end, program)
+    return _scan_native(data, start, end, program, buffers or Buffers())
 
 
-def _scan_native(data, start, end, program) -> Scan:
+def _scan_native(data, start, end, program, b: Buffers) -> Scan:
     nl = _linescan.count_lines(data, start, end)
-    cap, nf, nt = end - start, len(FIELDS), len(TEXT_COLUMNS)
-    cls = np.empty(nl, np.uint8)
-    lstart = np.empty(nl + 1, np.int64)
-    tline = np.empty(nl, np.int32)
-    tkind = np.empty(nl, np.int16)
-    tevent = np.empty(nl, np.int16)
-    tts = np.empty(nl, np.float64)
-    tfields = np.empty(nl * nf, np.float64)
-    toffs = np.empty(nt * (nl + 1), np.int64)
-    tdata = np.empty(max(1, nt * cap), np.uint8)
-    lines, ntok = _linescan.scan(data, start, end, program.code, nf, cls, lstart, tline, tkind, tevent, tts,
-                                 tfields, toffs, tdata)
+    b.sized(nl, end - start)
+    n, cap = b.lines, end - start    # the C code lays its columns out by the buffers' line count
+    lines, ntok = _linescan.scan(data, start, end, program.code, len(FIELDS), b.cls, b.lstart, b.tline, b.tkind,
+                                 b.tevent, b.tts, b.fcount, b.frows, b.fvals, b.tcodes, b.doffs, b.ddata, b.dcount)
+    fields = {}
+    for f, name in enumerate(FIELDS):
+        k = int(b.fcount[f])
+        fields[name] = (b.frows[f * n:f * n + k], b.fvals[f * n:f * n + k])
     text = {}
     for c, name in enumerate(TEXT_COLUMNS):
-        offs = toffs[c * (nl + 1):c * (nl + 1) + ntok + 1]
-        text[name] = pa.Array.from_buffers(pa.large_binary(), ntok, [
-            None, pa.py_buffer(offs), pa.py_buffer(tdata[c * cap:(c + 1) * cap] if cap else tdata)])
-    return Scan(lstart[:lines + 1], cls[:lines], tline[:ntok], tkind[:ntok], tevent[:ntok], tts[:ntok],
-                tfields[:ntok * nf].reshape(ntok, nf), text)
+        offs = b.doffs[c * (n + 1):c * (n + 1) + int(b.dcount[c]) + 1].tolist()
+        data_c = b.ddata[c * cap:(c + 1) * cap]
+        text[name] = (b.tcodes[c * n:c * n + ntok], [data_c[x:y].tobytes() for x, y in zip(offs, offs[1:])])
+    return Scan(b.lstart[:lines + 1], b.cls[:lines], b.tline[:ntok], b.tkind[:ntok], b.tevent[:ntok], b.tts[:ntok],
+                fields, text)
 
 
 # ---- the reference: Python's re, line by line -------------------------------------------
@@ -230,11 +280,19 @@ def scan_reference(data, start, end, program: Program) -> Scan:
                 tok[k].append(v)
             tok["line"].append(i)
     n = len(tok["line"])
+    values = np.asarray(tok["fields"], np.float64).reshape(n, len(FIELDS))
+    fields = {}
+    for f, name in enumerate(FIELDS):
+        rows = np.flatnonzero(~np.isnan(values[:, f])).astype(np.int32)
+        fields[name] = (rows, values[rows, f])
+    text = {}
+    for c in TEXT_COLUMNS:
+        index = {}
+        codes = [index.setdefault(v, len(index)) if v else -1 for v in tok[c]]
+        text[c] = (np.asarray(codes, np.int32), list(index))
     return Scan(np.asarray(starts, np.int64), np.asarray(cls, np.uint8), np.asarray(tok["line"], np.int32),
                 np.asarray(tok["kind"], np.int16), np.asarray(tok["event"], np.int16),
-                np.asarray(tok["time"], np.float64),
-                np.asarray(tok["fields"], np.float64).reshape(n, len(FIELDS)),
-                {c: pa.array(tok[c], pa.large_binary()) for c in TEXT_COLUMNS})
+                np.asarray(tok["time"], np.float64), fields, text)
 
 
 def _classify(raw: bytes, program: Program):

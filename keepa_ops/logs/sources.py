@@ -28,18 +28,14 @@ class Source:
     stream: str      # the rotated set it belongs to (base name)
     path: Path
 
-    def read(self) -> tuple[bytes, bool]:
-        """The file's bytes (UTF-16 recoded to UTF-8), and whether it is a gzip that ended early."""
-        blocks = list(self.blocks(block_size=1 << 62))
-        return b"".join(b for b, _ in blocks), any(t for _, t in blocks)
-
     def blocks(self, block_size: int = BLOCK_SIZE):
         """The file as ``(bytes, truncated)`` blocks of whole lines, about ``block_size`` each.
 
-        A plain file is read a block at a time, and a gzip is inflated as a stream, so memory
-        follows the block size, not the file's (a 2 MB gzip may inflate to gigabytes); a UTF-16
-        file, rare and not splittable on bytes, is one block. ``truncated`` is set on the last
-        block of a gzip that ended early or is corrupt.
+        A plain file is read a block at a time into one reused buffer (a block is a ``memoryview``,
+        valid until the next is asked for), and a gzip is inflated as a stream, so memory follows
+        the block size, not the file's (a 2 MB gzip may inflate to gigabytes); a UTF-16 file, rare
+        and not splittable on bytes, is one block. ``truncated`` is set on the last block of a gzip
+        that ended early or is corrupt. Blocks are bytes-like: read them with the buffer protocol.
         """
         try:
             with open(self.path, "rb") as f:
@@ -51,73 +47,110 @@ class Source:
                 if head != b"\x1f\x8b":
                     yield from _plain_blocks(f, block_size)
                     return
-                cr_only = None  # decided on the first block, as _utf8 decides it for a whole file
-                for block, truncated in _inflate(f, block_size):
-                    if cr_only is None:
-                        cr_only = b"\n" not in block and b"\r" in block
-                        block = _utf8(block)
-                    elif cr_only:
-                        block = block.replace(b"\r", b"\n")
-                    yield block, truncated
+                yield from _inflate(f, block_size)
         except OSError as e:
             raise LogParseError(f"{self.path}: cannot be read ({e.strerror})") from None
 
 
 
 def _inflate(f, block_size: int):
-    """A gzip file (one member or several) -> blocks of whole lines; the last may end mid-line.
+    """A gzip file (one member or several) -> blocks of whole lines; the last may end mid-line,
+    with ``_utf8``'s handling decided on the first block, as for a whole file.
 
-    The last block says whether the stream was truncated or corrupt: what came before is kept.
+    Each block is a ``memoryview`` of one buffer, valid until the next is asked for (a block that
+    had to be recoded, UTF-16 or CR-only, is bytes). The last block says whether the stream was
+    truncated or corrupt: what came before is kept.
     """
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     started = False  # the current decompressor has been fed part of a member
-    buf = bytearray()
+    buf = bytearray(block_size)   # filled in place and never resized: no fresh memory per block
+    have = 0                      # the bytes of buf in use (a partial line carried over first)
     broken = False
+    first, cr_only = True, False
+
+    def recoded(cut):
+        """The block as bytes where it must be recoded (decided on the first block), else None."""
+        nonlocal first, cr_only
+        if first:
+            first = False
+            head = bytes(buf[:3])
+            cr_only = buf.find(b"\n", 0, cut) < 0 and buf.find(b"\r", 0, cut) >= 0
+            if head[:2] in (b"\xff\xfe", b"\xfe\xff") or cr_only:
+                return _utf8(bytes(buf[:cut]))
+            if head == b"\xef\xbb\xbf":
+                return bytes(buf[3:cut])
+        if cr_only:
+            return bytes(buf[:cut]).replace(b"\r", b"\n")
+        return None
+
+    def blocks(cut, truncated):
+        other = recoded(cut)
+        if other is not None:
+            yield other, truncated
+            return
+        with memoryview(buf) as view, view[:cut] as piece:
+            yield piece, truncated
+
     while not broken:
         raw = f.read(1 << 20)
         if not raw:
             break
         while raw:
             started = True
-            try:
-                buf += d.decompress(raw, max(1, block_size - len(buf)))
+            try:   # never more than fits (a full buffer is cut below, mid-line if it has no line end)
+                out = d.decompress(raw, max(1, min(len(buf) - have, 8 << 20)))
             except zlib.error:
                 broken = True
                 break
+            buf[have:have + len(out)] = out
+            have += len(out)
             raw = d.unconsumed_tail
             if d.eof:  # the next member of a multi-member gzip, if any (the tail is then the same bytes)
                 raw = d.unused_data
                 d, started = zlib.decompressobj(16 + zlib.MAX_WBITS), False
-            if len(buf) >= block_size:
-                cut = buf.rfind(b"\n") + 1 or len(buf)
-                yield bytes(buf[:cut]), False
-                del buf[:cut]
-    yield bytes(buf), broken or (started and not d.eof)
+            if have >= block_size:
+                cut = buf.rfind(b"\n", 0, have) + 1 or have
+                yield from blocks(cut, False)
+                buf[:have - cut] = buf[cut:have]
+                have -= cut
+    yield from blocks(have, broken or (started and not d.eof))
 
 
 def _plain_blocks(f, block_size: int):
     """A plain file -> blocks of whole lines of about ``block_size`` (the last may end mid-line),
-    with ``_utf8``'s BOM and CR-only handling decided on the first block, as for a gzip."""
-    cr_only = None
-    rest = b""
+    with ``_utf8``'s BOM and CR-only handling decided on the first block, as for a gzip.
+
+    The file is read into one buffer, reused: each block is a ``memoryview`` of it, valid until
+    the next block is asked for (no block is copied, and no fresh memory is touched per block).
+    A line longer than the buffer grows it.
+    """
+    buf = bytearray(block_size)
+    have, first, cr_only = 0, True, False      # have: the bytes carried over (a partial line) at the front
     while True:
-        chunk = f.read(block_size)
-        if not chunk:
+        n = f.readinto(memoryview(buf)[have:])
+        if not n:
             break
-        data = rest + chunk if rest else chunk
-        if cr_only is None:
-            data = _utf8(data)
-            cr_only = b"\n" not in chunk and b"\r" in chunk
-        elif cr_only:
-            data = data.replace(b"\r", b"\n")
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:       # no line end yet: read on
-            rest = data
+        end = have + n
+        if first:
+            first = False
+            if buf[:3] == b"\xef\xbb\xbf":
+                buf[:end - 3] = buf[3:end]
+                end -= 3
+            cr_only = buf.find(b"\n", 0, end) < 0 and buf.find(b"\r", 0, end) >= 0
+        if cr_only:
+            buf[:end] = buf[:end].replace(b"\r", b"\n")
+        cut = buf.rfind(b"\n", 0, end) + 1
+        if cut == 0:             # no line end yet: read on, with room to
+            have = end
+            if have == len(buf):
+                buf.extend(bytes(len(buf)))
             continue
-        yield (data[:cut] if cut < len(data) else data), False
-        rest = data[cut:]
-    if rest:
-        yield rest, False
+        with memoryview(buf) as view, view[:cut] as block:
+            yield block, False
+        have = end - cut
+        buf[:have] = buf[cut:end]
+    if have:
+        yield memoryview(buf)[:have], False
 
 
 def _utf8(data: bytes) -> bytes:
