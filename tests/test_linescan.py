@@ -220,3 +220,21 @@ def test_template_text_is_the_documented_message():
     for t in TEMPLATES:
         for _, pattern in t.variants:
             assert pattern.startswith(t.prefix), pattern
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.randoms(use_true_random=False), st.integers(0, 60), st.integers(1, 5))
+def test_native_and_numpy_task_filling_agree(rng, n, ngroups):
+    """The C pass that gives worker lines their segment's task agrees with the numpy form it replaces,
+    on random rows: groups and no-worker rows, starts, ends, skips, tasks named and not."""
+    group = np.asarray([rng.randrange(-1, ngroups) for _ in range(n)], np.int32)
+    kind = np.asarray([rng.choice([0, 0, 0, 1, 2, 3]) for _ in range(n)], np.int8)
+    codes = np.asarray([rng.choice([-1, -1, 0, 1, 2]) for _ in range(n)], np.int32)
+    native, numpy_ = codes.copy(), codes.copy()
+    linescan._linescan.fill_tasks(group, kind, native, ngroups)
+    logparse._fill_tasks(group, kind, numpy_)
+    assert native.tolist() == numpy_.tolist()
+    assert all(native[i] == codes[i] for i in range(n) if codes[i] >= 0 or group[i] < 0)   # only gaps are filled
+    with pytest.raises(ValueError, match="group out of range"):
+        linescan._linescan.fill_tasks(np.asarray([ngroups], np.int32), np.zeros(1, np.int8), np.zeros(1, np.int32),
+                                      ngroups)

@@ -606,9 +606,78 @@ static PyObject *py_count_lines(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(n);
 }
 
+/* fill_tasks(group, kind, task, ngroups) -> None: give each worker's line without a task the task
+ * its segment names (keepa_ops.logs.parser._attribute, whose numpy form this is).
+ *
+ * Rows are in read order. group: int32, the row's (stream, process) as 0..ngroups-1, or -1 for a
+ * row of no worker; kind: int8, 1 a start, 2 an end (a finish or a retry), 3 a skip, 0 anything
+ * else; task: int32 codes, -1 for none, filled in place. On one group a segment begins at its first
+ * row, at a start and at the row after an end; its task is the first a row of it names (a skip
+ * names a task that is not running here). One pass to find the segments, one to fill. */
+static PyObject *py_fill_tasks(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer g, k, t;
+    Py_ssize_t ngroups;
+    if (!PyArg_ParseTuple(args, "y*y*w*n", &g, &k, &t, &ngroups)) return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = g.len / 4;
+    int32_t *seg = NULL, *seg_task = NULL, *cur = NULL;
+    uint8_t *ended = NULL;
+    if (g.len % 4 || k.len != n || t.len != n * 4 || ngroups < 0) {
+        PyErr_SetString(PyExc_ValueError, "linescan: fill_tasks columns of the wrong size");
+        goto done;
+    }
+    seg = malloc((n + 1) * sizeof *seg);
+    seg_task = malloc((n + 1) * sizeof *seg_task);
+    cur = malloc((ngroups + 1) * sizeof *cur);
+    ended = calloc(ngroups + 1, 1);
+    if (!seg || !seg_task || !cur || !ended) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const int32_t *group = g.buf;
+    const int8_t *kind = k.buf;
+    int32_t *task = t.buf;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t q = 0; q < ngroups; q++) cur[q] = -1;
+    int32_t nseg = 0;
+    for (Py_ssize_t i = 0; i < n && !bad; i++) {
+        int32_t q = group[i];
+        if (q < 0) continue;
+        if (q >= ngroups) { bad = 1; break; }
+        if (cur[q] < 0 || kind[i] == 1 || ended[q]) {
+            cur[q] = nseg;
+            seg_task[nseg++] = -1;
+        }
+        ended[q] = kind[i] == 2;
+        seg[i] = cur[q];
+        if (seg_task[cur[q]] < 0 && kind[i] != 3 && task[i] >= 0) seg_task[cur[q]] = task[i];
+    }
+    for (Py_ssize_t i = 0; i < n && !bad; i++)
+        if (group[i] >= 0 && task[i] < 0) task[i] = seg_task[seg[i]];
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "linescan: fill_tasks group out of range");
+        goto done;
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    free(seg);
+    free(seg_task);
+    free(cur);
+    free(ended);
+    PyBuffer_Release(&g);
+    PyBuffer_Release(&k);
+    PyBuffer_Release(&t);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"count_lines", py_count_lines, METH_VARARGS, "The number of lines in data[start:end]."},
     {"scan", py_scan, METH_VARARGS, "Classify lines and extract template fields (see keepa_ops.logs.scanner)."},
+    {"fill_tasks", py_fill_tasks, METH_VARARGS, "Give worker lines without a task their segment's task."},
     {NULL, NULL, 0, NULL},
 };
 

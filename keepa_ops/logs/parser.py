@@ -37,7 +37,6 @@ import pyarrow.compute as pc
 from . import scanner
 from .scanner import FIELDS, Template
 from .sources import list_sources
-from ..diagnosis.columns import is_in
 from ..diagnosis.readings import observed_balance
 
 CHUNK = 16 << 20
@@ -512,9 +511,12 @@ def _order_by_content(parts: list[dict], sources, file_rows: list[dict]) -> None
     A file's time is the median of its line times (robust to a stray timestamp); a file
     with none keeps its place by name. Rewrites each part's ``_file`` read-order key.
     """
+    members_of = {}
+    for src in sources:
+        members_of[src.stream] = members_of.get(src.stream, 0) + 1
     times: dict[int, list] = {}
-    for p in parts:
-        if len(p["line"]):
+    for p in parts:   # a file alone in its stream has nothing to be ordered against
+        if len(p["line"]) and members_of[sources[p["_file"]].stream] > 1:
             times.setdefault(p["_file"], []).append(np.asarray(p["time"], dtype="float64"))
     median = {}
     for n, arrays in times.items():
@@ -546,15 +548,59 @@ _CONTENT = ["time", "process", "event", "balance", "target", "wait", "cost", "co
 
 def _repeats(events: pd.DataFrame) -> np.ndarray:
     """The positions of the events repeated from another file (overlapping copies, a log beside its
-    own rotation); repeats inside one file are not, they are what that file says."""
-    if events.empty:
-        return np.array([], np.int64)
+    own rotation); repeats inside one file are not, they are what that file says.
+
+    Only the rows of ``_overlap_rows`` are compared: a repeat has its twin's time."""
+    rows = _overlap_rows(events["time"], events["source"])
+    if not len(rows):
+        return rows
+    events = events.iloc[rows]
     # a line without a time (Python's default format) can repeat honestly: only timed lines count
     again = events.duplicated(subset=_CONTENT, keep="first") & events["time"].notna()
     if not again.any():
         return np.array([], np.int64)
     within = events.duplicated(subset=_CONTENT + ["source"], keep="first")
-    return np.flatnonzero((again & ~within).to_numpy())
+    return rows[(again & ~within).to_numpy()]
+
+
+def _overlap_rows(time: pd.Series, source: pd.Series) -> np.ndarray:
+    """The rows, ascending, whose time lies within the time spans of two files or more.
+
+    Only they can repeat a line of another file: a repeat has the same time as its twin, so that
+    time lies in its own file's span and in its twin's. A rotated set's files follow one another,
+    so usually no row does, and nothing need be compared."""
+    ms = time.to_numpy().view(np.int64)   # NaT is int64's minimum
+    files = (source.cat.codes if hasattr(source, "cat") else pd.Series(pd.factorize(source)[0])).to_numpy()
+    spans: dict[int, list] = {}           # file -> [first, last] time, a slice of rows at a time
+    for a in range(0, len(ms), ROW_GROUP):
+        t, f = ms[a:a + ROW_GROUP], files[a:a + ROW_GROUP]
+        timed = t != np.iinfo(np.int64).min
+        t, f = t[timed], f[timed]
+        for k in np.unique(f).tolist():
+            tk = t[f == k]
+            lo, hi = int(tk.min()), int(tk.max())
+            span = spans.setdefault(k, [lo, hi])
+            span[0], span[1] = min(span[0], lo), max(span[1], hi)
+    if len(spans) < 2:
+        return np.array([], np.int64)
+    # sweep the spans' ends (closed: a start before an end at the same time): zones covered twice or more
+    ends = sorted([(lo, 0) for lo, _ in spans.values()] + [(hi, 1) for _, hi in spans.values()])
+    zones, depth = [], 0
+    for t, is_end in ends:
+        depth += -1 if is_end else 1
+        if not is_end and depth == 2:
+            zones.append([t, None])
+        elif is_end and depth == 1:
+            zones[-1][1] = t
+    if not zones:
+        return np.array([], np.int64)
+    lo, hi = np.asarray([z[0] for z in zones], np.int64), np.asarray([z[1] for z in zones], np.int64)
+    out = []   # NaT is before every zone
+    for a in range(0, len(ms), ROW_GROUP):  # a slice at a time: no full-length temporaries
+        t = ms[a:a + ROW_GROUP]
+        k = np.searchsorted(lo, t, "right") - 1
+        out.append(a + np.flatnonzero((k >= 0) & (t <= hi[np.maximum(k, 0)])))
+    return np.concatenate(out)
 
 
 def _drop_repeated(events: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -573,31 +619,56 @@ OUTLIER_S = 2 * 86400.0   # a line this far from both its neighbours' times (whi
 def _time_outliers(ms: np.ndarray, stream: np.ndarray) -> np.ndarray:
     """Rows (in read order) dated far from the lines around them, like one line stamped 2099.
 
-    A row is an outlier when its time jumps more than OUTLIER_S from the previous row of its
-    stream and jumps back to the next; at a stream's first or last row, when its one jump is
-    big and the neighbours beyond it agree. A real gap in a log jumps once and stays.
+    ``ms``: int64 milliseconds, int64's minimum (NaT) for a row without a time. A row is an
+    outlier when its time jumps more than OUTLIER_S from the previous timed row of its stream
+    and jumps back to the next; at a stream's first or last timed row, when its one jump is big
+    and the neighbours beyond it agree. A real gap in a log jumps once and stays. Every such
+    row borders a big jump, and big jumps are rare: only they are looked at closely.
     """
-    nan = np.isnan(ms)
-    valid = np.flatnonzero(~nan) if nan.any() else None   # None: every row (no index, no copies)
     bad = np.zeros(len(ms), bool)
-    if (len(ms) if valid is None else len(valid)) < 3:
-        return bad
+    nat = ms == np.iinfo(np.int64).min
+    valid = np.flatnonzero(~nat) if nat.any() else None   # None: every row (no index, no copies)
     t, st = (ms, stream) if valid is None else (ms[valid], stream[valid])
-    d = np.diff(t)
-    same = st[1:] == st[:-1]
-    big = (np.abs(d) > OUTLIER_S * 1000) & same
-    edge_prev = np.r_[True, ~same]     # the row starts its stream's block
-    edge_next = np.r_[~same, True]
-    out = np.zeros(len(t), bool)
-    mid = big[:-1] & big[1:] & (np.sign(d[:-1]) != np.sign(d[1:]))
-    out[1:-1] = mid
-    calm_after = np.r_[~big[1:], False]          # the diff after the first jump is ordinary
-    out[:-1] |= edge_prev[:-1] & big & calm_after[: len(big)] & np.r_[same[1:], False]
-    calm_before = np.r_[False, ~big[:-1]]
-    out[1:] |= edge_next[1:] & big & calm_before & np.r_[False, same[:-1]]
-    if valid is None:
+    n = len(t)
+    if n < 3:
+        return bad
+    limit = int(OUTLIER_S * 1000)
+    found = []                                # jump j goes from timed row j to j + 1; a window at a time
+    for lo in range(0, n - 1, 1 << 20):
+        hi = min(n - 1, lo + (1 << 20))
+        d = t[lo + 1:hi + 1] - t[lo:hi]
+        found.append(lo + np.flatnonzero(np.abs(d, out=d) > limit))
+    j = np.concatenate(found)
+    j = j[st[j] == st[j + 1]]                 # big jumps within one stream
+    if not len(j):
+        return bad
+    big = np.zeros(n + 1, bool)               # big[k]: jump k is big (one spare False past the end)
+    big[j] = True
+
+    def same(a, b):                           # rows a and b exist and share a stream
+        ok = (a >= 0) & (b < n)
+        out = np.zeros(len(a), bool)
+        out[ok] = st[a[ok]] == st[b[ok]]
         return out
-    bad[valid[out]] = True
+
+    out = []
+    # in the middle: a big jump in and a big jump back out
+    i = j[big[j + 1]] + 1
+    out.append(i[np.sign(t[i] - t[i - 1]) != np.sign(t[i + 1] - t[i])])
+    # at a stream's first row: one big jump out, then calm between rows that share the stream
+    i = j
+    first = (i == 0) | ~same(i - 1, i)
+    out.append(i[first & ~big[i + 1] & same(i + 1, i + 2)])
+    # at a stream's last row: one big jump in, calm before it between rows that share the stream
+    i = j + 1
+    last = (i == n - 1) | ~same(i, i + 1)
+    calm = (i - 2 >= 0) & ~big[np.maximum(i - 2, 0)]
+    out.append(i[last & calm & same(i - 2, i - 1)])
+    rows = np.unique(np.concatenate(out))
+    if valid is None:
+        bad[rows] = True
+    else:
+        bad[valid[rows]] = True
     return bad
 
 
@@ -727,7 +798,7 @@ def _details(kind: str, text_name: str | None, capture: _Coded, field_of):
 def _empty_part() -> dict:
     none = _Coded(np.array([], np.int32), [])
     part = {c: np.array([], dtype="float64") for c in _NUMERIC}
-    part.update(source="", stream="", process=none, task=none, event=np.array([], np.int16),
+    part.update(source="", stream="", process=none, task=none, event=np.array([], np.int16), line=np.array([], np.int64),
                 kind=np.array([], np.int16), detail=(np.array([], np.int64), []), _file=0)
     return part
 
@@ -759,6 +830,7 @@ class _Assembled:
         parts = parts or [_empty_part()]
         self.sizes = [len(p["line"]) for p in parts]
         self.offsets = np.cumsum([0] + self.sizes)
+        in_order = _parts_in_read_order(parts)   # the usual case: no sort, not even a look at every row
         cols = {}
         for c in _KEY:
             cols[c] = _key_column(c, parts, self.sizes)
@@ -766,14 +838,15 @@ class _Assembled:
                 for p in parts:
                     p[c] = None   # the key's copy is made: let the part's go
         key = pd.DataFrame(cols, copy=False)
-        files = np.repeat(np.asarray([p["_file"] for p in parts], np.int32), self.sizes)
-        key, perm = _reorder(key, (cols["line"], files), None)
-        del cols, files
+        if in_order:
+            perm = None
+        else:
+            files = np.repeat(np.asarray([p["_file"] for p in parts], np.int32), self.sizes)
+            key, perm = _reorder(key, (cols["line"], files), None)
+            del files
+        del cols
         # A misdated line (a clock jump, 2099) loses its time, reported as file:line ...
-        ms = key["time"].to_numpy().view(np.int64).astype("float64")
-        ms[key["time"].isna().to_numpy()] = np.nan
-        bad = _time_outliers(ms, key["stream"].cat.codes.to_numpy())
-        del ms
+        bad = _time_outliers(key["time"].to_numpy().view(np.int64), key["stream"].cat.codes.to_numpy())
         self.outliers = []
         if bad.any():
             self.outliers = [f"{s}:{ln}" for s, ln in zip(key.loc[bad, "source"], key.loc[bad, "line"])]
@@ -784,7 +857,7 @@ class _Assembled:
             key["time"] = by_stream.ffill().fillna(by_stream.bfill())
         key = _attribute(key)
         t = key["time"].to_numpy().view(np.int64)
-        self.key, self.perm = _reorder(key, (np.arange(len(key)), t), perm)
+        self.key, self.perm = _reorder(key, (t,), perm)   # stable: lines of one millisecond keep read order
         # kind and detail once for all; the numbers stay in the parts (the rest of the parts is let go)
         self.kind = np.concatenate([p["kind"] for p in parts]).astype(np.int16)
         self.detail = _details_sorted(parts, self.offsets)
@@ -829,18 +902,37 @@ class _Assembled:
         return pd.DataFrame(cols, copy=False)
 
     def repeated(self) -> np.ndarray:
-        """The final rows that are ``_repeats`` of ``frame()``, found without building it: each
-        row's content is hashed slice by slice, and only the rows that share a hash with another
-        (every true repeat does) are built and compared in full, so a hash collision drops nothing."""
-        n = len(self.key)
-        content = np.empty(n, np.uint64)
-        for i in range(0, n, ROW_GROUP):
-            content[i:i + ROW_GROUP] = pd.util.hash_pandas_object(self.frame(i, i + ROW_GROUP)[_CONTENT],
-                                                                  index=False).to_numpy()
-        shared = np.flatnonzero(pd.Series(content).duplicated(keep=False).to_numpy())
+        """The final rows that are ``_repeats`` of ``frame()``, found without building it: only the
+        rows within two files' time spans can repeat (``_overlap_rows``); their content is hashed
+        slice by slice, and only those that share a hash with another (every true repeat does) are
+        built and compared in full, so a hash collision drops nothing."""
+        rows = _overlap_rows(self.key["time"], self.key["source"])
+        if not len(rows):
+            return rows
+        content = np.empty(len(rows), np.uint64)
+        for i in range(0, len(rows), ROW_GROUP):
+            content[i:i + ROW_GROUP] = pd.util.hash_pandas_object(
+                self.frame(rows=rows[i:i + ROW_GROUP])[_CONTENT], index=False).to_numpy()
+        shared = rows[pd.Series(content).duplicated(keep=False).to_numpy()]
         if not len(shared):
             return shared
         return shared[_repeats(self.frame(rows=shared))]
+
+
+def _parts_in_read_order(parts: list[dict]) -> bool:
+    """Whether the parts' concatenation is already in read order (file, then line): each part's
+    lines ascend, and each part starts after the one before it ends."""
+    prev = None
+    for p in parts:
+        line = p["line"]
+        if not len(line):
+            continue
+        if len(line) > 1 and not (line[1:] > line[:-1]).all():
+            return False
+        if prev is not None and (p["_file"], line[0]) <= prev:
+            return False
+        prev = (p["_file"], line[-1])
+    return True
 
 
 def _key_column(c: str, parts: list[dict], sizes: list):
@@ -860,15 +952,23 @@ def _key_column(c: str, parts: list[dict], sizes: list):
                         event_names.append(name)
                 lookup = {name: i for i, name in enumerate(event_names)}
                 e = np.asarray([lookup[x] for x in e], dtype=np.int16)
-            arrays.append(e.astype(np.int16))
-        return pd.Categorical.from_codes(np.concatenate(arrays), categories=pd.Index(event_names, dtype=object))
+            arrays.append(e)
+        return pd.Categorical.from_codes(np.concatenate(arrays, dtype=np.int16),
+                                         categories=pd.Index(event_names, dtype=object))
     if c in ("process", "task"):
         return _categorical_of([p[c] for p in parts])
-    if c == "time":
-        ms = np.concatenate([np.asarray(p[c], dtype="float64") for p in parts])
-        return np.where(np.isnan(ms), np.iinfo(np.int64).min, ms).astype(np.int64).view("datetime64[ms]")
+    if c == "time":   # float ms (NaN: none) -> int64 ms (NaT), a part at a time: no copy of the whole
+        out = np.empty(sum(sizes), np.int64)
+        at = 0
+        for p, n in zip(parts, sizes):
+            ms = np.asarray(p[c], dtype="float64")
+            with np.errstate(invalid="ignore"):
+                out[at:at + n] = ms       # as astype: truncated toward zero
+            out[at:at + n][np.isnan(ms)] = np.iinfo(np.int64).min
+            at += n
+        return out.view("datetime64[ms]")
     if c == "line":
-        return np.concatenate([p[c] for p in parts]).astype(np.int64)
+        return np.concatenate([p[c] for p in parts], dtype=np.int64)
     raise KeyError(c)
 
 
@@ -892,11 +992,13 @@ def _detail_of(at: np.ndarray, text: pa.Array, rows: np.ndarray):
 
 def _ascending(keys) -> bool:
     """Whether the rows are already in ``keys`` order (last key first, like np.lexsort)."""
-    tie = np.ones(max(len(keys[0]) - 1, 0), bool)   # the rows so far equal on the keys looked at
-    for k in reversed(keys):   # compared, not subtracted: NaT is int64's minimum and would overflow
-        if (k[1:][tie] < k[:-1][tie]).any():
+    tie = None   # the rows so far equal on the keys looked at (None: all of them)
+    for n, k in enumerate(reversed(keys)):   # compared, not subtracted: NaT is int64's minimum and would overflow
+        later, earlier = k[1:], k[:-1]
+        if (later < earlier).any() if tie is None else (later[tie] < earlier[tie]).any():
             return False
-        tie &= k[1:] == k[:-1]
+        if n < len(keys) - 1:
+            tie = (later == earlier) if tie is None else tie & (later == earlier)
     return True
 
 
@@ -924,26 +1026,39 @@ def _attribute(df: pd.DataFrame) -> pd.DataFrame:
     codes = df["task"].cat.codes.to_numpy().astype(np.int32)
     if not ((codes < 0) & worker).any():
         return df
-    # rows grouped by (stream, process), each group in read order: small integers, no hash tables
-    nproc = len(df["process"].cat.categories) + 1
-    key = df["stream"].cat.codes.to_numpy().astype(np.int32) * np.int32(nproc) + (proc_codes.astype(np.int32) + 1)
-    order = np.argsort(key, kind="stable")
-    key = key[order]
+    # each worker row's (stream, process) as a small integer (-1: no worker), and what its line does
+    nproc = len(df["process"].cat.categories)
+    group = df["stream"].cat.codes.to_numpy().astype(np.int32) * np.int32(nproc) + proc_codes.astype(np.int32)
+    group[~worker] = -1
     names = list(df["event"].cat.categories)
-    ev_codes = df["event"].cat.codes.to_numpy()[order]
-    hit = lambda wanted: is_in(ev_codes, names, wanted)
-    w = worker[order]
-    starts = hit({"run_start"}) & w
-    ends = hit({"run_finish", "retry"}) & w        # a retry ends one too
-    new_group = np.r_[True, key[1:] != key[:-1]]
-    # a segment begins at a group's first row, at a start, and at the row after an end
-    segment = np.cumsum(new_group | starts | (np.r_[False, ends[:-1]] & ~new_group)) - 1
-    explicit = np.where(hit({"skip"}), -1, codes[order])  # a skip names a task NOT running here
+    does = np.zeros(len(names) + 1, np.int8)    # 1 a start, 2 an end (a retry ends one too), 3 a skip
+    for k, wanted in ((1, {"run_start"}), (2, {"run_finish", "retry"}), (3, {"skip"})):
+        does[:-1][[n in wanted for n in names]] = k
+    kind = does[df["event"].cat.codes.to_numpy()]
+    if scanner.NATIVE:
+        scanner._linescan.fill_tasks(group, kind, codes, len(df["stream"].cat.categories) * nproc)
+    else:
+        _fill_tasks(group, kind, codes)
+    df["task"] = pd.Categorical.from_codes(codes, categories=df["task"].cat.categories)
+    return df
+
+
+def _fill_tasks(group: np.ndarray, kind: np.ndarray, codes: np.ndarray) -> None:
+    """``_linescan.fill_tasks`` in numpy (for builds without the extension): on each group, in read
+    order, a segment begins at its first row, at a start and at the row after an end; the rows
+    without a task (``codes`` -1) take the first task the segment names, in place."""
+    rows = np.flatnonzero(group >= 0)
+    if not len(rows):
+        return
+    order = rows[np.argsort(group[rows], kind="stable")]
+    g, k = group[order], kind[order]
+    new_group = np.r_[True, g[1:] != g[:-1]]
+    ends = k == 2
+    segment = np.cumsum(new_group | (k == 1) | (np.r_[False, ends[:-1]] & ~new_group)) - 1
+    explicit = np.where(k == 3, -1, codes[order])   # a skip names a task NOT running here
     named = np.flatnonzero(explicit >= 0)
     seg_task = np.full(int(segment[-1]) + 1, -1, np.int32)
     first_seg, first_at = np.unique(segment[named], return_index=True)
     seg_task[first_seg] = explicit[named[first_at]]
-    fill = (codes[order] < 0) & w
+    fill = codes[order] < 0
     codes[order[fill]] = seg_task[segment[fill]]
-    df["task"] = pd.Categorical.from_codes(codes, categories=df["task"].cat.categories)
-    return df
