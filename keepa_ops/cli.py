@@ -115,27 +115,9 @@ def _print_read(stats: dict) -> None:
               f"(e.g. {stats['time_outlier_lines'][0]})", file=sys.stderr)
 
 
-def _return_freed_memory() -> None:
-    """Let freed arrays go back to the system (glibc only; elsewhere nothing to do).
-
-    glibc raises its mmap threshold each time a large mapped block is freed, up to 32 MB,
-    so the scan's per-range buffers, freed, come back from the heap and stay in the
-    process: about 40 % more peak memory on a big log. A fixed threshold keeps large
-    arrays in their own mappings, returned on free. Only this process's CLI verbs that
-    read logs set it; importing keepa_ops never does.
-    """
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).mallopt(-3, 128 << 10)   # M_MMAP_THRESHOLD, its default value, held fixed
-    except (OSError, AttributeError):
-        pass
-
-
 def cmd_parse(args) -> int:
     from .logs.parser import parse_logs, write_parquet
 
-    _return_freed_memory()
     out = args.out
     if out and out.endswith(".parquet"):   # written as it is assembled: never the whole frame at once
         stats = write_parquet(args.logs, out)
@@ -159,7 +141,6 @@ def cmd_diagnose(args) -> int:
     from .core.schedule import parse_duration
 
     fail_on = _verdicts(args.fail_on)
-    _return_freed_memory()
     parsed = parse_logs(args.logs)
     if not args.json:
         _print_read(parsed.stats)

@@ -466,16 +466,28 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
     return ParsedLog(events, stats, skipped, files)
 
 
-ROW_GROUP = 1 << 20   # events per parquet row group written by write_parquet
+ROW_GROUP = 1 << 19   # events per parquet row group written by write_parquet
+
+# How write_parquet encodes the columns (a choice of speed and size; what is read back is the
+# same frame either way): times and line numbers ascend, so they are stored as deltas; columns of
+# few values (names, targets, costs, details) as dictionaries; numbers of many values (balances,
+# waits) plainly, where trying a dictionary first only costs time; min/max statistics, which let
+# a reader skip row groups, for time and line, the columns one filters a log by.
+PARQUET_OPTIONS = dict(
+    use_dictionary=["source", "stream", "process", "task", "event", "kind", "target", "cost", "consumed",
+                    "refill_rate", "items", "threshold", "detail"],
+    column_encoding={"time": "DELTA_BINARY_PACKED", "line": "DELTA_BINARY_PACKED"},
+    write_statistics=["time", "line"])
 
 
 def write_parquet(paths, out, keep_skipped: int = 1000) -> dict:
     """Parse logs straight into a parquet file of the events frame; returns the stats.
 
     What is read back (``pd.read_parquet``) is ``parse_logs(paths).events``. The events are
-    written ROW_GROUP at a time from the assembled parts, so the whole frame is never in memory;
-    of several files (a rotated set, copies), an event repeated from another file is left out
-    (``_Assembled.repeated``), as ``parse_logs`` drops it.
+    written ROW_GROUP at a time from the assembled parts, so the whole frame is never in memory:
+    a thread encodes one slice (pyarrow lets go of the GIL) while the next is gathered, so at most
+    two are held. Of several files (a rotated set, copies), an event repeated from another file is
+    left out (``_Assembled.repeated``), as ``parse_logs`` drops it.
     """
     import pyarrow.parquet as pq
 
@@ -492,13 +504,20 @@ def write_parquet(paths, out, keep_skipped: int = 1000) -> dict:
             keep = np.flatnonzero(keep)
             slices = (assembled.frame(rows=keep[i:i + ROW_GROUP]) for i in range(0, max(len(keep), 1), ROW_GROUP))
             stats["events"] = len(keep)
-    writer = None
+    writer, pending = None, None
     try:
-        for df in slices:
-            table = pa.Table.from_pandas(df, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(out, table.schema)
-            writer.write_table(table)
+        with ThreadPoolExecutor(max_workers=1) as encoder:
+            for df in slices:
+                table = pa.Table.from_pandas(df, preserve_index=False)
+                del df
+                if writer is None:
+                    writer = pq.ParquetWriter(out, table.schema, **PARQUET_OPTIONS)
+                if pending is not None:
+                    pending.result()
+                pending = encoder.submit(writer.write_table, table)
+                del table
+            if pending is not None:
+                pending.result()
     finally:
         if writer is not None:
             writer.close()
