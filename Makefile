@@ -7,7 +7,7 @@ NBVAL := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 .PHONY: run test lab bench clean
 
-$(STAMP): pyproject.toml setup.py keepa_ops/logs/_linescan.c
+$(STAMP): pyproject.toml setup.py keepa_ops/logs/_linescan.c keepa_ops/diagnosis/_runs.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[notebooks,test]'

@@ -238,3 +238,26 @@ def test_native_and_numpy_task_filling_agree(rng, n, ngroups):
     with pytest.raises(ValueError, match="group out of range"):
         linescan._linescan.fill_tasks(np.asarray([ngroups], np.int32), np.zeros(1, np.int8), np.zeros(1, np.int32),
                                       ngroups)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.randoms(use_true_random=False), st.integers(0, 80), st.integers(1, 3), st.integers(1, 3))
+def test_native_and_numpy_process_runs_agree(rng, n, nstreams, nproc):
+    """The C pass that splits pool processes' lines into runs gives the numpy form's runs, on random rows:
+    starts, skips, ends, retries, other lines, deaths (named or not) and restarts, with tasks,
+    targets and announced waits scattered among them."""
+    from keepa_ops.diagnosis import runs
+
+    stream = np.asarray([rng.randrange(nstreams) for _ in range(n)], np.int32)
+    what = np.asarray([rng.choice([0, 1, 1, 2, 2, 3, 3, 3, 3, 4, 5]) for _ in range(n)], np.int8)
+    group = np.asarray([s * nproc + rng.randrange(nproc) if w in (1, 2, 3) or (w == 4 and rng.random() < 0.8)
+                        else -1 for s, w in zip(stream.tolist(), what.tolist())], np.int32)
+    flags = np.asarray([rng.randrange(256) for _ in range(n)], np.uint8)
+    task = np.asarray([rng.choice([-1, -1, 0, 1]) for _ in range(n)], np.int32)
+    target = np.asarray([rng.choice([np.nan, 150.0, 250.0]) for _ in range(n)])
+    wait = np.asarray([rng.choice([np.nan, 30.0, 600.0]) for _ in range(n)])
+    args = (group, what, stream, flags, task, target, wait, nproc)
+    native, numpy_ = runs._process_runs_native(*args), runs._process_runs_numpy(*args)
+    for name, a, b in zip(("run_of", "open", "last", "end", "how", "task", "target", "announced", "flags", "lost"),
+                          native, numpy_):
+        assert np.array_equal(a, b, equal_nan=True), name

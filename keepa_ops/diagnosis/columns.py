@@ -32,10 +32,20 @@ def where_at(src_codes: np.ndarray, src_names: list, lines: np.ndarray, rows) ->
             for c, ln in zip(src_codes[rows].tolist(), lines[rows].tolist())]
 
 
-def where_of(frame: pd.DataFrame) -> list[str]:
-    """Each row's ``file:line``."""
+def source_of(frame: pd.DataFrame, rows) -> pd.Categorical:
+    """The ``source`` of ``rows`` (positions) of an events frame, as a categorical of its files."""
     c, names = codes(frame["source"])
-    return where_at(c, names, frame["line"].to_numpy(), slice(None))
+    return pd.Categorical.from_codes(c[rows], categories=pd.Index(names))
+
+
+def cite(frame, i: int | None = None) -> str:
+    """The ``file:line`` of row ``i`` (a position) of a frame with ``source`` and ``line``, or of one
+    such row (a Series): the frames keep the two apart, and a text is made only for the rows an
+    evidence line cites (a missing source reads ``nan``, a missing line leaves the file alone)."""
+    row = frame if i is None else frame.iloc[i]
+    source, line = row["source"], row["line"]
+    name = "nan" if source is None or source != source else str(source)
+    return f"{name}:{int(line)}" if line == line else name
 
 
 def last_of(groups: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from .columns import codes, where_of
+from .columns import codes
 from .rate import refill_rate
 from .readings import waited_target
 from .runs import SILENT_MIN_S, TOKEN_TASKS as KEEPA_TASKS, attribute, is_backfill
@@ -44,14 +44,14 @@ class Evidence:
     events: pd.DataFrame          # attributed: ``task`` filled, ``run`` added
     runs: pd.DataFrame
     waits: pd.DataFrame
-    saved: pd.DataFrame           # time, task, what, items, where
-    spends: pd.DataFrame          # the calls Keepa charged: time, task, consumed, where
+    saved: pd.DataFrame           # time, task, what, items, source, line
+    spends: pd.DataFrame          # the calls Keepa charged: time, task, consumed, kind, source, line
     rate: float | None
     rate_source: str
     rate_how: str
-    keepa_balance: pd.DataFrame   # time, balance, where
+    keepa_balance: pd.DataFrame   # time, balance, source, line
     tasks: dict
-    hungry: pd.DataFrame          # task, start, end, duration_s, aborts, where
+    hungry: pd.DataFrame          # task, start, end, duration_s, aborts, source, line (of its first line)
     unsaved: pd.DataFrame         # the same columns
     stalled: list
     start: pd.Timestamp | None
@@ -102,8 +102,8 @@ def _changed(task: np.ndarray, *values: np.ndarray) -> np.ndarray:
 def _saved_work(ev: pd.DataFrame) -> pd.DataFrame:
     """Saved work in time order (see the module doc): rows upserted, a checkpoint that moved from the task's
     last checkpoint or resume, a watermark that moved from the task's last one."""
-    it = ev[ev["event"].isin(["upsert", "checkpoint", "resume", "watermark", "watermark_loaded",
-                              "run_finish"]) & ev["task"].notna()]
+    it = ev.loc[ev["event"].isin(["upsert", "checkpoint", "resume", "watermark", "watermark_loaded", "run_finish"])
+                & ev["task"].notna(), ["time", "task", "event", "items", "kind", "detail", "source", "line"]]
     e = it["event"].astype(object).to_numpy()
     task_codes = codes(it["task"])[0]
     items = it["items"].to_numpy(dtype="float64", na_value=np.nan)
@@ -124,7 +124,8 @@ def _saved_work(ev: pd.DataFrame) -> pd.DataFrame:
     sel = it.iloc[keep]
     return pd.DataFrame({"time": sel["time"].to_numpy(), "task": sel["task"].astype(object).to_numpy(),
                          "what": what[keep], "items": np.where(what[keep] == "upserted", items[keep], np.nan),
-                         "where": where_of(sel)}, columns=["time", "task", "what", "items", "where"])
+                         "source": sel["source"].to_numpy(), "line": sel["line"].to_numpy()},
+                        columns=["time", "task", "what", "items", "source", "line"])
 
 
 def _names(tasks: pd.Series) -> set:
@@ -137,10 +138,11 @@ def _ms(series) -> np.ndarray:
 
 
 def _stretches(task: str, waits: pd.DataFrame, aborts: pd.DataFrame, marks: np.ndarray, gap_s: float,
-               grant_ends: bool):
+               grant_ends: bool, files: pd.Index):
     """Stretches in which ``task`` wanted tokens and saved nothing (a frame, empty if none): the span of its
-    waits and give-ups (``aborts``: time, where) that no saved work (``marks``, ms, sorted) separates, no idle
-    gap over ``gap_s`` and, if ``grant_ends``, no wait that ended in a grant.
+    waits and give-ups (``aborts``: time, source, line) that no saved work (``marks``, ms, sorted) separates, no
+    idle gap over ``gap_s`` and, if ``grant_ends``, no wait that ended in a grant. ``files``: the events'
+    sources, the categories of the stretches' ``source``.
 
     Worked out without a loop: in start order, a stretch ends after a granted wait (if ``grant_ends``);
     between such ends, a stretch's end so far is the running maximum of the ends since the last grant
@@ -153,9 +155,12 @@ def _stretches(task: str, waits: pd.DataFrame, aborts: pd.DataFrame, marks: np.n
     e = np.r_[_ms(waits["end"]), _ms(aborts["time"])]
     is_abort = np.r_[np.zeros(len(waits), np.int64), np.ones(len(aborts), np.int64)]
     granted = np.r_[(waits["ended_by"] == "granted").to_numpy(dtype=bool), np.zeros(len(aborts), bool)]
-    where = np.r_[waits["where"].to_numpy(dtype=object), aborts["where"].to_numpy(dtype=object)]
+    source = np.r_[pd.Categorical(waits["source"], categories=files).codes,
+                   pd.Categorical(aborts["source"], categories=files).codes]
+    line = np.r_[waits["line"].to_numpy(), aborts["line"].to_numpy()]
     order = np.argsort(s, kind="stable")
-    s, e, is_abort, granted, where = s[order], e[order], is_abort[order], granted[order], where[order]
+    s, e, is_abort, granted, source, line = s[order], e[order], is_abort[order], granted[order], source[order], \
+        line[order]
     forced = np.r_[True, granted[:-1] & grant_ends]        # a stretch begins after a granted wait
     seg = np.cumsum(forced) - 1
     upto = pd.Series(e).groupby(seg).cummax().to_numpy()   # the running maximum of the ends per segment
@@ -169,7 +174,7 @@ def _stretches(task: str, waits: pd.DataFrame, aborts: pd.DataFrame, marks: np.n
     return pd.DataFrame({"task": task, "start": pd.to_datetime(start, unit="ms").as_unit("ns"),
                          "end": pd.to_datetime(end, unit="ms").as_unit("ns"), "duration_s": (end - start) / 1000.0,
                          "aborts": np.bincount(group, weights=is_abort).astype(np.int64),
-                         "where": pd.Series(where[first], dtype=object)})
+                         "source": pd.Categorical.from_codes(source[first], categories=files), "line": line[first]})
 
 
 def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
@@ -178,21 +183,22 @@ def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
     ev = att.events
     waits = wait_intervals(att)
     saved = _saved_work(ev)
-    sp = ev[(ev["event"] == "spend") & (ev["consumed"].fillna(0) > 0)]
+    # each frame takes only the columns it keeps (a selection of every column copies them all)
+    sp = ev.loc[(ev["event"] == "spend") & (ev["consumed"].fillna(0) > 0),
+                ["time", "task", "consumed", "kind", "source", "line"]]
     spends = pd.DataFrame({"time": sp["time"], "task": sp["task"].astype(object), "consumed": sp["consumed"],
-                           "kind": sp["kind"].astype(object),
-                           "where": where_of(sp)})
+                           "kind": sp["kind"].astype(object), "source": sp["source"], "line": sp["line"]})
     rate, source, how = refill_rate(ev)
-    kb = ev[ev["tokens_left"].notna()]
-    keepa_balance = pd.DataFrame({"time": kb["time"], "balance": kb["tokens_left"],
-                                  "where": where_of(kb)})
+    kb = ev.loc[ev["tokens_left"].notna(), ["time", "tokens_left", "source", "line"]]
+    keepa_balance = pd.DataFrame({"time": kb["time"], "balance": kb["tokens_left"], "source": kb["source"],
+                                  "line": kb["line"]})
     start, end = (ev["time"].min(), ev["time"].max()) if len(ev) else (None, None)
     # a task that only waits in Celery retries (its calls gated elsewhere) is ours if it is a Keepa task
     retried = _names(ev.loc[ev["event"] == "retry", "task"]) & KEEPA_TASKS
     names = sorted(_names(ev.loc[ev["event"].isin(TOKEN_EVENTS), "task"]) | retried)
-    cols = ["task", "start", "end", "duration_s", "aborts", "where"]
+    cols = ["task", "start", "end", "duration_s", "aborts", "source", "line"]
     ab = ev.loc[ev["event"] == "abort", ["time", "task", "source", "line"]]
-    ab = ab.assign(where=where_of(ab), task=ab["task"].astype(object))
+    ab = ab.assign(task=ab["task"].astype(object))
     by_task = {n: g for n, g in ab.groupby("task", sort=False)}
     no_abort = ab.iloc[:0]
     waits_of = {n: g for n, g in waits.groupby("task", sort=False)} if len(waits) else {}
@@ -201,9 +207,10 @@ def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
     def stretches(grant_ends):
         found = [f for n in names if len(f := _stretches(n, waits_of.get(n, waits.iloc[:0]), by_task.get(n, no_abort),
                                                          marks_of.get(n, np.array([], np.int64)), bound_s,
-                                                         grant_ends))]
+                                                         grant_ends, files))]
         return pd.concat(found, ignore_index=True)[cols] if found else pd.DataFrame([], columns=cols)
 
+    files = pd.Index(codes(ev["source"])[1])
     hungry, unsaved = stretches(True), stretches(False)
     tasks = {}
     narrow = ev[["task", "event", "target"]]   # what the per-task figures read: not a copy of every column

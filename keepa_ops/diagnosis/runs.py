@@ -110,12 +110,20 @@ class Attribution:
     ambiguous: int
     unattributed: int
     inferred: list = field(default_factory=list)
-    run_list: list = field(default_factory=list)   # the Run objects behind ``runs``, by id
     stream_end: dict = field(default_factory=dict)  # stream code -> the time of its last line
 
 
 # How a row of a pool process moves its run: the row types of the process path.
 _START, _END, _OTHER, _DIED, _RESTART = range(5)
+# How a run of the process path ended, as _runs.process_runs numbers it.
+_HOW = np.asarray(["open", "finished", "retry", "skip", "superseded", "died", "restart"], dtype=object)
+# Row flags of the process path (see _runs.c): what a member row tells its run.
+_WANTS, _ANNOUNCES, _WAITING_ON, _WAITING_OFF, _BACKFILL, _FEED, _RETRY, _SKIP = (1 << k for k in range(8))
+
+try:
+    from . import _runs
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _runs = None
 
 
 @dataclass
@@ -123,7 +131,7 @@ class _ProcessRuns:
     """The runs of the rows that name their pool process, worked out per (stream, process) at once."""
 
     open_rows: np.ndarray      # the row that opened each run, in row order
-    runs: list                 # their Runs (ids still to be given), in the same order
+    runs: dict                 # their columns (see _RUN_FIELDS), in the same order; ids still to be given
     member_rows: np.ndarray    # every row given to one of them ...
     member_run: np.ndarray     # ... and which (an index into ``runs``)
     lost: list                 # (row, stream) of worker exits that closed no run
@@ -131,30 +139,80 @@ class _ProcessRuns:
 
 def _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_names, stream, targets, waits,
                   exit_names: dict, where) -> _ProcessRuns:
-    """The process path of ``attribute`` without a loop over rows.
+    """The process path of ``attribute`` without a loop over rows in Python.
 
     On one (stream, process), in time order, a run is open after a start, a skip or any other
     line, and closed after a finish, a retry, the process's death or a worker restart. So a row
     opens a run when it starts one or finds none open; a finish or retry with no run open is
-    nobody's; the row after a run's last one says how it ended.
+    nobody's; the row after a run's last one says how it ended. The rows are sorted into a few
+    integer kinds here; ``_runs.process_runs`` walks them once in C (``_process_runs_numpy``
+    without the extension).
     """
     is_ = lambda names: is_in(ev_codes, ev_names, names)
-    pool, received = is_(POOL_EVENTS), is_({"received"})
-    mine = np.flatnonzero((proc >= 0) & ~pool & ~received)
-    typ = np.full(n, _OTHER, np.int8)
-    typ[is_({"run_start", "skip"})] = _START
-    typ[is_({"run_finish", "retry"})] = _END
-    nproc = len(proc_names) + 1
-    key, row, kind = [stream[mine] * nproc + proc[mine]], [mine], [typ[mine]]
+    nproc = max(len(proc_names), 1)
+    mine = (proc >= 0) & ~is_(POOL_EVENTS) & ~is_({"received"})
+    group = np.where(mine, stream.astype(np.int32) * np.int32(nproc) + proc.astype(np.int32), -1).astype(np.int32)
+    starts, ends = is_({"run_start", "skip"}), is_({"run_finish", "retry"})
+    what = np.where(mine, np.where(starts, 1, np.where(ends, 2, 3)), 0).astype(np.int8)
     # closers: a process that exited closes its own run; a worker restart closes every run of its stream
     exits = np.flatnonzero(is_({"worker_exit"}))
     proc_index = {p: k for k, p in enumerate(proc_names)}
     exit_proc = np.asarray([proc_index.get(exit_names.get(int(i)), -1) for i in exits], np.int64)
     named = exit_proc >= 0
-    key.append(stream[exits[named]] * nproc + exit_proc[named])
-    row.append(exits[named])
-    kind.append(np.full(int(named.sum()), _DIED, np.int8))
-    restarts = np.flatnonzero(is_({"worker_ready", "worker_stop"}))
+    group[exits[named]] = stream[exits[named]] * nproc + exit_proc[named]
+    what[exits[named]] = 4
+    what[is_({"worker_ready", "worker_stop"})] = 5
+    flags = np.zeros(n, np.uint8)
+    for bit, names in ((_WANTS, {"wait", "heartbeat", "abort"}), (_ANNOUNCES, {"wait"}),
+                       (_WAITING_ON, {"wait", "heartbeat"}), (_WAITING_OFF, {"grant", "spend", "abort", "run_finish",
+                                                                               "retry"}),
+                       (_BACKFILL, BACKFILL_EVENTS), (_FEED, FEED_EVENTS), (_RETRY, {"retry"}), (_SKIP, {"skip"})):
+        flags[is_(names)] |= bit
+    args = (group, what, stream.astype(np.int32), flags, task.astype(np.int32), targets.astype(np.float64),
+            waits.astype(np.float64), nproc)
+    raw = _process_runs_native(*args) if _runs is not None else _process_runs_numpy(*args)
+    run_of, o, lr, er, how, run_task, last_target, announced, rflags, lost_rows = raw
+    lost = [(int(i), int(stream[i])) for i in lost_rows] + [(int(i), int(stream[i])) for i in exits[~named]]
+    nat = np.array("NaT", dtype=times.dtype)
+    cols = {"stream": stream[o].astype(np.int64), "process": np.asarray(proc_names + [None], dtype=object)[proc[o]],
+            "task": np.asarray(task_names + [None], dtype=object)[run_task],
+            "start": times[o], "where": np.asarray(where(o), dtype=object), "started_in_log": (rflags & 8) > 0,
+            "end": np.where(er >= 0, times[np.maximum(er, 0)], nat), "ended_by": _HOW[how],
+            "last": times[lr], "end_where": np.where(er >= 0, where(np.maximum(er, 0)), None),
+            "last_target": last_target, "backfill": (rflags & 2) > 0, "feed": (rflags & 4) > 0,
+            "maybe": np.full(len(o), nat), "announced": announced, "silent": np.zeros(len(o), bool),
+            "waiting": (rflags & 1) > 0}
+    member_rows = np.flatnonzero(run_of >= 0)
+    return _ProcessRuns(o, cols, member_rows, run_of[member_rows].astype(np.int64), lost)
+
+
+def _process_runs_native(group, what, stream, flags, task, target, wait, nproc):
+    n = len(group)
+    run_of = np.empty(n, np.int32)
+    open_row, last_row, end_row = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    how, run_task = np.empty(n, np.int8), np.empty(n, np.int32)
+    last_target, announced = np.empty(n, np.float64), np.empty(n, np.float64)
+    rflags, lost = np.empty(n, np.uint8), np.empty(n, np.int64)
+    nruns, nlost = _runs.process_runs(group, what, stream, flags, task, target, wait, nproc, run_of, open_row,
+                                      last_row, end_row, how, run_task, last_target, announced, rflags, lost)
+    k = slice(0, nruns)
+    return (run_of, open_row[k].copy(), last_row[k].copy(), end_row[k].copy(), how[k].copy(), run_task[k].copy(),
+            last_target[k].copy(), announced[k].copy(), rflags[k].copy(), lost[:nlost].copy())
+
+
+def _process_runs_numpy(group, what, stream, flags, task, target, wait, nproc):
+    """``_runs.process_runs`` in numpy (for builds without the extension): the same runs, per group
+    at once. Returns (run of each row, then per run in row order: open, last and end rows, how it
+    ended, its task, last target, announced re-check, flags; the exits that closed no run)."""
+    n = len(group)
+    mine = np.flatnonzero((what >= 1) & (what <= 3) & (group >= 0))
+    typ = np.choose(what[mine] - 1, [_START, _END, _OTHER]).astype(np.int8)
+    key, row, kind = [group[mine].astype(np.int64)], [mine], [typ]
+    deaths = np.flatnonzero((what == 4) & (group >= 0))
+    key.append(group[deaths].astype(np.int64))
+    row.append(deaths)
+    kind.append(np.full(len(deaths), _DIED, np.int8))
+    restarts = np.flatnonzero(what == 5)
     if len(restarts):
         keys = np.unique(key[0])
         for i in restarts:
@@ -169,77 +227,88 @@ def _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_nam
     prev_open = same_prev & np.r_[False, (kind[:-1] == _START) | (kind[:-1] == _OTHER)]
     member = (kind == _START) | (kind == _OTHER) | ((kind == _END) & prev_open)
     opens = (kind == _START) | ((kind == _OTHER) & ~prev_open)
-    lost = [(int(i), int(stream[i])) for i in row[(kind == _DIED) & ~prev_open]]
-    lost += [(int(i), int(stream[i])) for i in exits[~named]]
+    lost = row[(kind == _DIED) & ~prev_open]
     seq = np.cumsum(opens) - 1                       # each entry's latest run (members: their own)
     first = np.flatnonzero(opens)
+    nrun = len(first)
     nxt_same_run = np.r_[same_prev[1:] & member[1:] & ~opens[1:], False]
     last = np.flatnonzero(member & ~nxt_same_run)    # each run's last row, in run order
     m = np.flatnonzero(member)
     mrow, mrun = row[m], seq[m]
-    ev_at = lambda names: is_in(ev_codes[mrow], ev_names, names)
-    # what take() keeps of a run's rows: its task (first named), announced wait, target, waiting
+    f = flags[mrow]
     has_task = task[mrow] >= 0
     g, first_task_at = np.unique(mrun[has_task], return_index=True)
-    run_task = np.full(len(first), -1, np.int64)
+    run_task = np.full(nrun, -1, np.int32)
     run_task[g] = task[mrow[has_task]][first_task_at]
-    want_target = ev_at({"wait", "heartbeat", "abort"}) & ~np.isnan(targets[mrow])
-    g, v = last_of(mrun[want_target], targets[mrow[want_target]])
-    last_target = np.full(len(first), np.nan)
+    wants = ((f & _WANTS) > 0) & ~np.isnan(target[mrow])
+    g, v = last_of(mrun[wants], target[mrow[wants]])
+    last_target = np.full(nrun, np.nan)
     last_target[g] = v
-    said = ev_at({"wait"}) & ~np.isnan(waits[mrow])
-    g, v = last_of(mrun[said], waits[mrow[said]])
-    announced = np.full(len(first), np.nan)
+    said = ((f & _ANNOUNCES) > 0) & ~np.isnan(wait[mrow])
+    g, v = last_of(mrun[said], wait[mrow[said]])
+    announced = np.full(nrun, np.nan)
     announced[g] = v
-    waiting_on = ev_at({"wait", "heartbeat"}) & ~np.isnan(targets[mrow])
-    waiting_off = ev_at({"grant", "spend", "abort", "run_finish", "retry"})
-    flip = waiting_on | waiting_off
+    waiting_on = ((f & _WAITING_ON) > 0) & ~np.isnan(target[mrow])
+    flip = waiting_on | ((f & _WAITING_OFF) > 0)
     g, v = last_of(mrun[flip], waiting_on[flip])
-    waiting = np.zeros(len(first), bool)
-    waiting[g] = v
-    hint_bf, hint_feed = np.zeros(len(first), bool), np.zeros(len(first), bool)
-    hint_bf[mrun[ev_at(BACKFILL_EVENTS)]] = True
-    hint_feed[mrun[ev_at(FEED_EVENTS)]] = True
+    rflags = np.zeros(nrun, np.uint8)
+    rflags[g[v]] |= 1
+    rflags[np.unique(mrun[(f & _BACKFILL) > 0])] |= 2
+    rflags[np.unique(mrun[(f & _FEED) > 0])] |= 4
+    rflags[kind[first] == _START] |= 8
+    opened_by_skip = (kind[first] == _START) & ((flags[row[first]] & _SKIP) > 0)
+    rflags[opened_by_skip] |= 16
     # how each run ended: its last row (a finish or a retry), or the entry after it on its process
-    end_row = np.full(len(first), -1, np.int64)
-    how = np.full(len(first), "open", dtype=object)
+    end_row = np.full(nrun, -1, np.int64)
+    how = np.zeros(nrun, np.int8)
     lr = row[last]
     by_self = kind[last] == _END
     end_row[by_self] = lr[by_self]
-    retried = by_self & is_in(ev_codes[lr], ev_names, {"retry"})
-    opened_by_skip = is_in(ev_codes[row[first]], ev_names, {"skip"})
-    how[by_self] = np.where(opened_by_skip[by_self], "skip", "finished")
-    how[retried] = "retry"
-    announced[retried] = waits[lr[retried]]   # the countdown Celery announced, if it did (NaN: none)
+    retried = by_self & ((flags[lr] & _RETRY) > 0)
+    how[by_self] = np.where(opened_by_skip[by_self], 3, 1)
+    how[retried] = 2
+    announced[retried] = wait[lr[retried]]   # the countdown Celery announced, if it did (NaN: none)
     nxt = np.minimum(last + 1, len(key) - 1)
     after = ~by_self & (last + 1 < len(key)) & np.r_[same_prev[1:], False][last]
-    for k, label in ((_START, "superseded"), (_DIED, "died"), (_RESTART, "restart")):
+    for k, code in ((_START, 4), (_DIED, 5), (_RESTART, 6)):
         hit = after & (kind[nxt] == k)
-        end_row[hit], how[hit] = row[nxt][hit], label
-    how[(end_row < 0) & opened_by_skip] = "skip"
-    # in row order, as the ids will be
-    open_rows = row[first]
-    by_row = np.argsort(open_rows, kind="stable")
-    runs = []
-    o, lr_, er = open_rows[by_row], lr[by_row], end_row[by_row]
-    cols = zip(er.tolist(), stream[o].tolist(), proc[o].tolist(), run_task[by_row].tolist(),
-               (kind[first[by_row]] == _START).tolist(), list(times[o]), list(times[lr_]), how[by_row].tolist(),
-               last_target[by_row].tolist(), announced[by_row].tolist(), waiting[by_row].tolist(),
-               hint_bf[by_row].tolist(), hint_feed[by_row].tolist(), where(o), where(np.maximum(er, 0)))
-    for e, st, p, t, in_log, start, last_t, ended_by, target, said, waits_now, bf, feed, at, end_at in cols:
-        r = Run(-1, st, proc_names[p], task_names[t] if t >= 0 else None, start, at, in_log, last=last_t,
-                ended_by=ended_by, last_target=None if target != target else target,
-                announced=None if said != said else said, waiting=waits_now)
-        if e >= 0:
-            r.end, r.end_where = times[e], end_at
-        if bf:
-            r.hints.add("backfill")
-        if feed:
-            r.hints.add("feed")
-        runs.append(r)
-    rank = np.empty(len(first), np.int64)
-    rank[by_row] = np.arange(len(first))
-    return _ProcessRuns(open_rows[by_row], runs, mrow, rank[mrun], lost)
+        end_row[hit], how[hit] = row[nxt][hit], code
+    how[(end_row < 0) & opened_by_skip] = 3
+    # in row order, as the native pass numbers them
+    o = row[first]
+    by_row = np.argsort(o, kind="stable")
+    rank = np.empty(nrun, np.int64)
+    rank[by_row] = np.arange(nrun)
+    run_of = np.full(n, -1, np.int32)
+    run_of[mrow] = rank[mrun]
+    return (run_of, o[by_row], lr[by_row], end_row[by_row], how[by_row], run_task[by_row], last_target[by_row],
+            announced[by_row], rflags[by_row], np.sort(lost))
+
+
+# A run's columns while runs are attributed (``Run``'s fields, hints split in two): times are the
+# events' numpy datetimes (NaT: none), numbers NaN where none.
+_RUN_FIELDS = ("stream", "process", "task", "start", "where", "started_in_log", "end", "ended_by", "last", "end_where",
+               "last_target", "backfill", "feed", "maybe", "announced", "silent", "waiting")
+
+
+def _columns_of(runs: list, nat) -> dict:
+    """Loop-path ``Run`` objects as run columns."""
+    get = lambda f, none=None: [none if getattr(r, f) is None else getattr(r, f) for r in runs]
+    return {"stream": np.asarray([r.stream for r in runs], np.int64),
+            "process": np.asarray(get("process"), dtype=object), "task": np.asarray(get("task"), dtype=object),
+            "start": np.asarray([r.start for r in runs], dtype=nat.dtype).reshape(-1),
+            "where": np.asarray(get("where"), dtype=object),
+            "started_in_log": np.asarray([r.started_in_log for r in runs], bool),
+            "end": np.asarray(get("end", nat), dtype=nat.dtype).reshape(-1),
+            "ended_by": np.asarray(get("ended_by"), dtype=object),
+            "last": np.asarray(get("last", nat), dtype=nat.dtype).reshape(-1),
+            "end_where": np.asarray(get("end_where"), dtype=object),
+            "last_target": np.asarray(get("last_target", np.nan), np.float64),
+            "backfill": np.asarray(["backfill" in r.hints for r in runs], bool),
+            "feed": np.asarray(["feed" in r.hints for r in runs], bool),
+            "maybe": np.asarray(get("maybe", nat), dtype=nat.dtype).reshape(-1),
+            "announced": np.asarray(get("announced", np.nan), np.float64),
+            "silent": np.asarray([r.silent for r in runs], bool), "waiting": np.asarray([r.waiting for r in runs], bool)}
 
 
 def attribute(events: pd.DataFrame) -> Attribution:
@@ -415,19 +484,25 @@ def attribute(events: pd.DataFrame) -> Attribution:
         if e in BACKFILL_EVENTS or e in FEED_EVENTS:
             last_named[st], named_at[st] = pick.task, times[i]
 
-    # the process path's runs take the ids left between the loop's, in opening order
-    pids = np.arange(len(pr.runs)) + np.searchsorted(np.asarray(loop_open_rows, np.int64), pr.open_rows)
-    for r, rid in zip(pr.runs, pids.tolist()):
-        r.id = rid
-    runs = sorted(pr.runs + loop_runs, key=lambda r: r.id)
+    # the process path's runs take the ids left between the loop's, in opening order; the loop's runs
+    # join them as columns, all in id order
+    pids = np.arange(len(pr.open_rows)) + np.searchsorted(np.asarray(loop_open_rows, np.int64), pr.open_rows)
     run_of[pr.member_rows] = pids[pr.member_run]
+    nat = np.array("NaT", dtype=times.dtype)
+    loop_cols = _columns_of(loop_runs, nat)
+    order = np.argsort(np.r_[pids, [r.id for r in loop_runs]].astype(np.int64), kind="stable")
+    runs = {f: np.concatenate([np.asarray(pr.runs[f]), loop_cols[f]])[order] for f in _RUN_FIELDS}
+    seen = np.where(np.isnat(runs["maybe"]), runs["last"], np.maximum(runs["last"], runs["maybe"]))
+
     lost_at: dict[int, list] = {}               # stream -> times of lost workers it could not name
     lost_rows = pr.lost + [(int(i), int(streams[i])) for i in np.flatnonzero(is_in(ev_codes, ev_names, {"worker_lost"}))]
     for i, st in sorted(lost_rows):
         lost_at.setdefault(st, []).append(times[i])
     skip_rows = np.flatnonzero(is_in(ev_codes, ev_names, {"skip"}) & (task >= 0))
-    skips = [(times[i], task_names[task[i]], int(streams[i]), at)
-             for i, at in zip(skip_rows.tolist(), where(skip_rows))]
+    skips = pd.DataFrame({"time": times[skip_rows], "task": np.asarray(task_names, dtype=object)[task[skip_rows]],
+                          "stream": streams[skip_rows], "where": where(skip_rows)},
+                         columns=["time", "task", "stream", "where"]) if len(skip_rows) else \
+        pd.DataFrame([], columns=["time", "task", "stream", "where"])
 
     # a run still open after its stream's pool lost a process it cannot name, that never logged
     # again and stayed quiet a long while: it was the one that died
@@ -435,12 +510,12 @@ def attribute(events: pd.DataFrame) -> Attribution:
     if len(times):  # each stream's last line (rows are in time order)
         last_row = pd.Series(np.arange(len(times))).groupby(np.asarray(streams)).last()
         stream_end = {int(st): pd.Timestamp(times[i]) for st, i in last_row.items()}
-    for r in runs:
-        if r.end is not None:
-            continue
-        after = [t for t in lost_at.get(r.stream, []) if t >= r.seen]
-        if after and (stream_end[r.stream] - r.seen).total_seconds() > QUIET_DEATH_S:
-            r.end, r.ended_by, r.end_where = after[0], "died", "a WorkerLostError that names no process"
+    for k in np.flatnonzero(np.isnat(runs["end"])).tolist():
+        st = int(runs["stream"][k])
+        after = [t for t in lost_at.get(st, []) if t >= seen[k]]
+        if after and (stream_end[st] - seen[k]).total_seconds() > QUIET_DEATH_S:
+            runs["end"][k], runs["ended_by"][k] = after[0], "died"
+            runs["end_where"][k] = "a WorkerLostError that names no process"
 
     # A backfill call is followed within seconds by its checkpoint line; a call given to the
     # backfill or the feed by a weak rule follows that evidence instead.
@@ -457,27 +532,27 @@ def attribute(events: pd.DataFrame) -> Attribution:
             ambiguous -= 1
         run_of[i] = owner.id
 
-    _mark_silent(runs, run_of, ev["time"], stream_end)
+    _mark_silent(runs, seen, run_of, times, stream_end)
     inferred = _infer_tasks(runs, skips)
     ev["run"] = run_of
-    ev["task"] = _tasks_by_run(task, task_names, run_of, [r.task for r in runs])
-    table = _table(runs)
-    sk = pd.DataFrame(skips, columns=["time", "task", "stream", "where"])
-    return Attribution(ev, table, sk, ambiguous, unattributed, inferred, runs, stream_end)
+    ev["task"] = _tasks_by_run(task, task_names, run_of, runs["task"].tolist())
+    return Attribution(ev, _table(runs, seen), skips, ambiguous, unattributed, inferred, stream_end)
 
 
 RUN_COLUMNS = ["run", "stream", "process", "task", "start", "end", "last", "ended_by", "where", "end_where",
                "started_in_log", "silent", "retry_in"]
 
 
-def _table(runs: list[Run]) -> pd.DataFrame:
-    """The runs as a frame, a column at a time (times stay in the events' unit)."""
-    cols = {"run": [r.id for r in runs], "stream": [r.stream for r in runs], "process": [r.process for r in runs],
-            "task": [r.task for r in runs], "start": [r.start for r in runs], "end": [r.end for r in runs],
-            "last": [r.seen for r in runs], "ended_by": [r.ended_by for r in runs],
-            "where": [r.where for r in runs], "end_where": [r.end_where for r in runs],
-            "started_in_log": [r.started_in_log for r in runs], "silent": [r.silent for r in runs],
-            "retry_in": [r.announced if r.ended_by == "retry" else None for r in runs]}
+def _table(runs: dict, seen: np.ndarray) -> pd.DataFrame:
+    """The runs as a frame (times stay in the events' unit; text columns typed as pandas infers them)."""
+    retry = runs["ended_by"] == "retry"
+    announced = runs["announced"]
+    cols = {"run": np.arange(len(seen), dtype=np.int64), "stream": runs["stream"], "process": runs["process"].tolist(),
+            "task": runs["task"].tolist(), "start": runs["start"], "end": runs["end"], "last": seen,
+            "ended_by": runs["ended_by"].tolist(), "where": runs["where"].tolist(),
+            "end_where": runs["end_where"].tolist(), "started_in_log": runs["started_in_log"],
+            "silent": runs["silent"],
+            "retry_in": [float(a) if r and a == a else None for r, a in zip(retry.tolist(), announced.tolist())]}
     return pd.DataFrame(cols, columns=RUN_COLUMNS)
 
 
@@ -493,65 +568,73 @@ def _tasks_by_run(task: np.ndarray, task_names: list, run_of: np.ndarray, run_ta
     return pd.Categorical.from_codes(rank[c], categories=pd.Index(present))
 
 
-def _mark_silent(runs: list[Run], run_of: np.ndarray, times: pd.Series, stream_end: dict) -> None:
-    """An open run that has been quiet past ``silent_after`` of its own rhythm went silent."""
-    rows = np.flatnonzero((run_of >= 0) & times.notna().to_numpy())
-    if not len(rows):
+def _mark_silent(runs: dict, seen: np.ndarray, run_of: np.ndarray, times: np.ndarray, stream_end: dict) -> None:
+    """An open run that has been quiet past ``silent_after`` of its own rhythm went silent. Only open
+    runs are looked at: their usual gap is the median of their lines' positive gaps."""
+    open_ = np.flatnonzero(np.isnat(runs["end"]))
+    if not len(open_):
         return
-    ms = times.to_numpy().astype("datetime64[ms]").astype("int64").astype("float64")[rows]
-    ids = run_of[rows]
-    order = np.lexsort((np.arange(len(ids)), ids))
-    ids, ms = ids[order], ms[order]
-    same = ids[1:] == ids[:-1]
-    gaps = np.diff(ms) / 1000.0
-    keep = same & (gaps > 0)
-    usual = pd.Series(gaps[keep]).groupby(ids[1:][keep]).median().to_dict()
-    for r in runs:
-        if r.end is None:
-            quiet = (stream_end[r.stream] - r.seen).total_seconds()
-            r.silent = quiet > silent_after(r.announced, usual.get(r.id))
+    rows = np.flatnonzero(np.isin(run_of, open_) & ~np.isnat(times))
+    usual = {}
+    if len(rows):
+        ms = times[rows].astype("datetime64[ms]").astype("int64").astype("float64")
+        ids = run_of[rows]
+        order = np.lexsort((np.arange(len(ids)), ids))
+        ids, ms = ids[order], ms[order]
+        same = ids[1:] == ids[:-1]
+        gaps = np.diff(ms) / 1000.0
+        keep = same & (gaps > 0)
+        usual = pd.Series(gaps[keep]).groupby(ids[1:][keep]).median().to_dict()
+    for k in open_.tolist():
+        quiet = (stream_end[int(runs["stream"][k])] - seen[k]).total_seconds()
+        a = runs["announced"][k]
+        runs["silent"][k] = quiet > silent_after(None if a != a else float(a), usual.get(k))
 
 
-def _infer_tasks(runs: list[Run], skips: list) -> list[str]:
+def _infer_tasks(runs: dict, skips: pd.DataFrame) -> list[str]:
     """Name the runs whose start the log lacks, where the log says whose they are."""
     said = []
-    names = {r.task for r in runs if r.task} | {s[1] for s in skips}
-    unnamed = [r for r in runs if r.task is None and r.ended_by != "skip"]
-    if not unnamed:
+    task, ended_by = runs["task"], runs["ended_by"]
+    unnamed = np.flatnonzero(pd.isna(task) & (ended_by != "skip"))
+    if not len(unnamed):
         return said
+    names = set(t for t in pd.unique(task[pd.notna(task)])) | set(skips["task"].tolist())
     skip_times: dict[tuple, list] = {}
-    for t, task, st, _ in skips:
-        skip_times.setdefault((st, task), []).append(t)
-    # per task, its named runs by start with the running maximum of their ends: an overlap query
-    spans: dict[str, tuple] = {}
-    for task in names:
-        own = sorted((o.start, o.end if o.end is not None else o.last) for o in runs
-                     if o.task == task and o.ended_by != "skip")
-        spans[task] = ([a for a, _ in own], list(np.maximum.accumulate([b for _, b in own])) if own else [])
+    for t, name, st in zip(skips["time"].to_numpy(), skips["task"].tolist(), skips["stream"].tolist()):
+        skip_times.setdefault((st, name), []).append(t)
+    end_or_last = np.where(np.isnat(runs["end"]), runs["last"], runs["end"])
+    named = task.copy()            # as named before this names any run
+    spans: dict[str, tuple] = {}   # per task, its named runs by start with the running maximum of their ends
 
-    def busy(task, start, end):
-        starts, max_end = spans.get(task, ([], []))
-        k = bisect.bisect_right(starts, end)
+    def busy(name, start, end):
+        if name not in spans:
+            mine = np.flatnonzero((named == name) & (ended_by != "skip"))
+            order = np.lexsort((end_or_last[mine], runs["start"][mine]))
+            starts = runs["start"][mine][order]
+            spans[name] = (starts, np.maximum.accumulate(end_or_last[mine][order]) if len(mine) else starts)
+        starts, max_end = spans[name]
+        k = int(np.searchsorted(starts, end, "right"))
         return k > 0 and max_end[k - 1] >= start
 
-    for r in unnamed:
-        if "backfill" in r.hints:
+    for k in unnamed.tolist():
+        start, stream = runs["start"][k], int(runs["stream"][k])
+        if runs["backfill"][k]:
             cands = sorted(t for t in names if is_backfill(t)) or sorted(t for t in TOKEN_TASKS if is_backfill(t))
             why = "it saves backfill checkpoints"
         else:
             # the lock holder: a task whose every tick skips while this run is open, with no run of its own
-            end = r.end if r.end is not None else r.last
+            end = end_or_last[k]
             held = set()
-            for (st, task), ts in skip_times.items():
-                if st == r.stream and bisect.bisect_right(ts, end) > bisect.bisect_left(ts, r.start):
-                    held.add(task)
-            cands = sorted(t for t in held if not busy(t, r.start, end))
+            for (st, name), ts in skip_times.items():
+                if st == stream and bisect.bisect_right(ts, end) > bisect.bisect_left(ts, start):
+                    held.add(name)
+            cands = sorted(t for t in held if not busy(t, start, end))
             why = "every tick of it logged 'already running' while this run was open, and no other run of it was"
-            if not cands and "feed" in r.hints:
+            if not cands and runs["feed"][k]:
                 cands = sorted(t for t in names if not is_backfill(t))
                 why = "it loads and moves the deal watermark"
         if len(cands) == 1:
-            r.task = cands[0]
-            said.append(f"{r.where}: the run on {r.process or 'this stream'} began before the log; "
-                        f"taken as {r.task} because {why}.")
+            task[k] = cands[0]
+            said.append(f"{runs['where'][k]}: the run on {runs['process'][k] or 'this stream'} began before the log; "
+                        f"taken as {task[k]} because {why}.")
     return said

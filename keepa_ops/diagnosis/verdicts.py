@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .columns import cite
 from .evidence import Evidence
 
 DEFICIT_MINUTES = 5.0        # Keepa's balance this many minutes of refill below zero is deep
@@ -85,7 +86,7 @@ def unreachable_target(e: Evidence, bound_s: float) -> Finding:
     lines = []
     for n, tgt in over.items():
         w = e.waits[(e.waits["task"] == n) & (e.waits["target"] == tgt)]
-        where = w["where"].iloc[0] if len(w) else ""
+        where = cite(w, 0) if len(w) else ""
         lines.append(f"{where}: {n} waits for {tgt:g} tokens, but at {e.rate:g} tokens/min the bucket holds at "
                      f"most {cap:g} (unused tokens expire after an hour): it can never start.")
     return Finding("unreachable_target", True, starved=sorted(over), evidence=lines)
@@ -123,7 +124,7 @@ def deficit_spiral(e: Evidence, bound_s: float) -> Finding:
     big = e.spends.groupby("task")["consumed"].median() if len(e.spends) else pd.Series(dtype=float)
     culprit = str(big.idxmax()) if len(big) else None
     waiting = sorted(set(e.waits["task"].dropna()))
-    lines = [f"{deep['where'].iloc[0]}: Keepa's balance fell below {depth:g} in {deep_episodes} of {episodes} "
+    lines = [f"{cite(deep, 0)}: Keepa's balance fell below {depth:g} in {deep_episodes} of {episodes} "
              f"negative dips; lowest {lowest:g}. Keepa admits any call at a positive balance and debits its full "
              f"cost, so big calls at small balances leave every task waiting out the deficit."]
     if culprit:
@@ -155,7 +156,7 @@ def livelock(e: Evidence, bound_s: float) -> Finding:
     lines = []
     for h, own in cands:
         t = e.tasks[h["task"]]
-        lines.append(f"{h['where']}: from {h['start']} for {_h(h['duration_s'])}, {h['task']} woke and gave up "
+        lines.append(f"{cite(h)}: from {h['start']} for {_h(h['duration_s'])}, {h['task']} woke and gave up "
                      f"{h['aborts']} times and saved nothing, spending {own:,.0f} tokens itself "
                      f"({t['tokens']:,.0f} in all, {t['saved']} saves in the whole log).")
     return Finding("livelock", True, starved=[], evidence=lines)
@@ -180,24 +181,24 @@ def starvation(e: Evidence, bound_s: float) -> Finding:
             ended = "and still waiting when the log ends" if h["end"] >= e.end - pd.Timedelta(seconds=1) else \
                 f"until {h['end']}"
             tgt = "not logged" if t["target"] is None else f"{t['target']:g}"
-            lines.append(f"{h['where']}: {h['task']} wanted tokens and saved nothing for {_h(h['duration_s'])} "
+            lines.append(f"{cite(h)}: {h['task']} wanted tokens and saved nothing for {_h(h['duration_s'])} "
                          f"(from {h['start']}, {ended}; target {tgt}).")
             first = e.waits[(e.waits["task"] == h["task"]) & (e.waits["start"] >= h["start"])].head(1)
             if len(first) and pd.notna(first["balance"].iloc[0]) and pd.notna(first["target"].iloc[0]):
-                lines.append(f"{first['where'].iloc[0]}: {h['task']} waits at Current "
+                lines.append(f"{cite(first, 0)}: {h['task']} waits at Current "
                              f"{first['balance'].iloc[0]:.2f}, Target {first['target'].iloc[0]:g}.")
             calls = e.spends[(e.spends["task"] == culprit) & (e.spends["time"] >= h["start"])
                              & (e.spends["time"] <= h["end"])]
-            lines.append(f"{calls['where'].iloc[0]} to {calls['where'].iloc[-1]}: meanwhile {culprit} made "
+            lines.append(f"{cite(calls, 0)} to {cite(calls, -1)}: meanwhile {culprit} made "
                          f"{len(calls)} calls and spent {others[culprit]:,.0f} tokens"
                          + (f" (its target: {c['target']:g})" if c["target"] is not None else "") + ".")
             cw = e.waits[e.waits["task"] == culprit]
             if c["target"] is not None and t["target"] is not None and c["target"] < t["target"] and len(cw):
-                lines.append(f"{cw['where'].iloc[0]}: {culprit}'s target ({c['target']:g}) is below "
+                lines.append(f"{cite(cw, 0)}: {culprit}'s target ({c['target']:g}) is below "
                              f"{h['task']}'s ({t['target']:g}): the refill reaches it first every time, and each of "
                              f"its calls drops the balance below {h['task']}'s target again.")
             elif c["target"] is None:
-                lines.append(f"{calls['where'].iloc[0]}: {culprit} logs no wait: it takes small calls as the "
+                lines.append(f"{cite(calls, 0)}: {culprit} logs no wait: it takes small calls as the "
                              f"refill comes in (e.g. Priority Pass), so the balance never climbs to "
                              f"{h['task']}'s target.")
     if not starved:
@@ -214,7 +215,7 @@ def healthy(e: Evidence, bound_s: float) -> Finding:
         w = e.waits[e.waits["task"] == task]
         if len(w):
             worst = w.loc[w["duration_s"].idxmax()]
-            lines.append(f"{worst['where']}: {task}'s longest wait, {_h(worst['duration_s'])} "
+            lines.append(f"{cite(worst)}: {task}'s longest wait, {_h(worst['duration_s'])} "
                          f"({worst['ended_by']}); {t['waits']} waits, {t['saved']} saves.")
     return Finding("healthy", True, evidence=lines + [
         "every wait ended within the bound or in saved work; no deficit spiral, no repeated give-ups, no stall."])

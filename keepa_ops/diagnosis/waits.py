@@ -16,27 +16,37 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .columns import codes, is_in, last_of, where_at
+from .columns import codes, is_in, last_of, source_of
 
 WANT = {"wait", "heartbeat"}
 GRANT = {"grant"}
 GIVE_UP = {"abort"}
-COLUMNS = ["run", "task", "start", "end", "target", "balance", "ended_by", "duration_s", "lines", "where"]
+COLUMNS = ["run", "task", "start", "end", "target", "balance", "ended_by", "duration_s", "lines", "source", "line"]
 
 
 def _ns(t) -> np.datetime64:
     return pd.Timestamp(t).as_unit("ns").to_datetime64()
 
 
-def _comeback(runs, run, t, countdown, stream_end):
-    """When a retried run's task runs again: its next run in the stream, else the log's end (still
-    waiting), never before the countdown it announced."""
-    later = [r.start for r in runs if r.task == run.task and r.stream == run.stream and r.start > t
-             and r.ended_by != "skip"]
-    end = min(later) if later else stream_end[run.stream]
-    if countdown == countdown and countdown > 0:
-        end = max(end, min(t + pd.Timedelta(seconds=countdown), stream_end[run.stream]))
-    return end
+class _Comebacks:
+    """When a retried run's task runs again: its next run in the stream (not a skip), else the log's
+    end (still waiting), never before the countdown it announced."""
+
+    def __init__(self, runs: pd.DataFrame, stream_end: dict):
+        self.stream_end = stream_end
+        self.starts: dict[tuple, np.ndarray] = {}   # (task, stream) -> its runs' starts, sorted
+        mine = runs[runs["ended_by"] != "skip"]
+        task = mine["task"].astype(object).where(mine["task"].notna(), None)
+        for key, g in mine["start"].groupby([task.to_numpy(), mine["stream"].to_numpy()], dropna=False):
+            self.starts[(None if key[0] != key[0] else key[0], int(key[1]))] = np.sort(g.to_numpy())
+
+    def after(self, task, stream: int, t, countdown):
+        starts = self.starts.get((task, stream), np.array([], "datetime64[ns]"))
+        k = np.searchsorted(starts, t, "right")
+        end = starts[k] if k < len(starts) else self.stream_end[stream]
+        if countdown == countdown and countdown > 0:
+            end = max(end, min(t + pd.Timedelta(seconds=countdown), self.stream_end[stream]))
+        return end
 
 
 def wait_intervals(att) -> pd.DataFrame:
@@ -85,40 +95,43 @@ def wait_intervals(att) -> pd.DataFrame:
     end = times[rows[first]].astype("datetime64[ns]")
     end[wid[wl]] = times[rows[wl]]             # rows in order: the last write is the last wait line
     how = np.full(nwait, None, dtype=object)
-    runs = att.run_list
+    runs = att.runs
+    run_task = runs["task"].astype(object).where(runs["task"].notna(), None).to_numpy()
+    run_stream = runs["stream"].to_numpy()
     lrow, lrun = rows[last], r[last]
     shut, retried = closing[last] & ~rt[last], closing[last] & rt[last]
     end[shut] = times[lrow[shut]]
     how[shut] = np.where(hit(GIVE_UP)[lrow[shut]], "gave_up", "granted")
-    for k in np.flatnonzero(retried).tolist():
-        end[k] = _ns(_comeback(runs, runs[lrun[k]], times[lrow[k]], ev["wait"].iat[lrow[k]], att.stream_end))
-        how[k] = "retried"
+    if retried.any():
+        comebacks = _Comebacks(runs, att.stream_end)
+        countdown = ev["wait"].to_numpy(dtype="float64", na_value=np.nan)
+        for k in np.flatnonzero(retried).tolist():
+            i = lrun[k]
+            end[k] = _ns(comebacks.after(run_task[i], int(run_stream[i]), times[lrow[k]], countdown[lrow[k]]))
+            how[k] = "retried"
     # a wait still open when its run's lines end ends as its run did
     left = np.flatnonzero(~closing[last])
     ids = np.unique(lrun[left])
     run_how = np.full(len(runs), None, dtype=object)
     run_end = np.full(len(runs), np.datetime64("NaT"), dtype="datetime64[ns]")
-    for i in ids.tolist():
-        run_ = runs[i]
-        if run_.ended_by == "open":
-            run_how[i] = "silent" if run_.silent else "open"
-            if not run_.silent:
-                run_end[i] = _ns(att.stream_end[run_.stream])
-        else:
-            run_how[i] = {"finished": "run_finished"}.get(run_.ended_by, run_.ended_by)
-            if run_.end is not None and run_.end == run_.end:
-                run_end[i] = _ns(run_.end)
+    ended_by, silent = runs["ended_by"].to_numpy(dtype=object)[ids], runs["silent"].to_numpy()[ids]
+    is_open = ended_by == "open"
+    run_how[ids] = np.where(is_open, np.where(silent, "silent", "open"),
+                            np.where(ended_by == "finished", "run_finished", ended_by))
+    live = ids[is_open & ~silent]
+    run_end[live] = np.asarray([_ns(att.stream_end[int(st)]) for st in run_stream[live].tolist()],
+                               dtype="datetime64[ns]").reshape(-1)
+    done = ids[~is_open]
+    run_end[done] = runs["end"].to_numpy()[done].astype("datetime64[ns]")
     how[left] = run_how[lrun[left]]
     ends_with_run = left[~np.isnat(run_end[lrun[left]])]
     end[ends_with_run] = run_end[lrun[ends_with_run]]
-    src_codes, src_names = codes(ev["source"])
-    line_no = ev["line"].to_numpy()
     starts_at = rows[first]
     df = pd.DataFrame({
-        "run": wait_run, "task": [runs[k].task for k in wait_run.tolist()], "start": times[starts_at],
+        "run": wait_run, "task": run_task[wait_run].tolist(), "start": times[starts_at],
         "end": end, "target": target, "balance": balance[starts_at], "ended_by": how, "lines": lines,
-        "where": where_at(src_codes, src_names, line_no, starts_at)})
-    return _typed(df).sort_values("start", kind="stable").reset_index(drop=True)
+        "source": source_of(ev, starts_at), "line": ev["line"].to_numpy()[starts_at]})
+    return _typed(df)[COLUMNS].sort_values("start", kind="stable").reset_index(drop=True)
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
