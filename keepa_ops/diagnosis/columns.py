@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+
+TEXT = pd.Series(["text"]).dtype   # the dtype pandas gives a column of texts (pandas 3: str, in arrow)
 
 
 def codes(s: pd.Series) -> tuple[np.ndarray, list]:
-    """A column as int64 codes (-1: missing) and the values they stand for."""
+    """A column as integer codes (-1: missing) and the values they stand for. A categorical's own
+    codes are given as they are (int8 for up to 127 values: cast before doing arithmetic on them)."""
     if hasattr(s, "cat"):
-        return s.cat.codes.to_numpy().astype(np.int64), list(s.cat.categories)
+        return s.cat.codes.to_numpy(), list(s.cat.categories)
     c, uniques = pd.factorize(s, use_na_sentinel=True)
     return c.astype(np.int64), list(uniques)
 
@@ -54,3 +58,19 @@ def last_of(groups: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndar
         return groups, values
     last = np.flatnonzero(np.r_[groups[1:] != groups[:-1], True])
     return groups[last], values[last]
+
+
+def texts(pool: np.ndarray, idx: np.ndarray):
+    """``pool[idx]`` (``pool``: texts, None where missing) as the column pandas makes of that list,
+    built in arrow from the pool: a long column of few distinct texts costs no Python object a row.
+    (A column with no text at all stays objects, as pandas leaves it.)"""
+    if TEXT == object or not pd.notna(pool)[idx].any():
+        return pool[idx]
+    return pd.array(pa.array(pool, type=pa.large_string(), from_pandas=True).take(pa.array(idx)), dtype=TEXT)
+
+
+def texts_of(values: np.ndarray):
+    """An object array of texts as ``texts`` makes it, from its distinct values."""
+    c, uniques = pd.factorize(values, use_na_sentinel=True)
+    pool = np.asarray(list(uniques) + [None], dtype=object)
+    return texts(pool, np.where(c < 0, len(uniques), c))

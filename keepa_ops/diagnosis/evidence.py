@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from .columns import codes
+from .columns import codes, is_in
 from .rate import refill_rate
-from .readings import waited_target
+from .readings import WAITING_EVENTS, usual_target
 from .runs import SILENT_MIN_S, TOKEN_TASKS as KEEPA_TASKS, attribute, is_backfill
 from .waits import wait_intervals
 
@@ -65,11 +66,12 @@ class Evidence:
 
 
 def _detail_values(details: np.ndarray, keys: tuple) -> dict:
-    """``keys`` of each row's detail JSON, as object arrays (None where absent).
+    """``keys`` of each row's detail JSON, for equality tests: codes, where rows with equal values
+    share a code and rows without the key have -1 (as None equals None).
 
     Read by arrow's JSON reader in one pass when each key holds what it should (a text for
     TEXT_DETAILS, else a number); any other value, or a malformed detail, and every row is read
-    with ``json.loads`` instead, so the values are always what ``json.loads`` would compare.
+    with ``json.loads`` instead, its values returned as they are (an object array).
     """
     text = [d if isinstance(d, str) and d else "{}" for d in details]
     schema = pa.schema([(k, pa.string() if k in TEXT_DETAILS else pa.float64()) for k in keys])
@@ -78,7 +80,8 @@ def _detail_values(details: np.ndarray, keys: tuple) -> dict:
                                   parse_options=pa_json.ParseOptions(explicit_schema=schema,
                                                                      unexpected_field_behavior="ignore"))
         if table.num_rows == len(text):
-            return {k: np.asarray(table.column(k).to_pylist(), dtype=object) for k in keys}
+            return {k: pc.fill_null(pc.dictionary_encode(table.column(k)).combine_chunks().indices, -1)
+                    .to_numpy(zero_copy_only=False).astype(np.int64) for k in keys}
     except (pa.ArrowInvalid, UnicodeEncodeError):
         pass
     rows = [json.loads(d) for d in text]
@@ -126,6 +129,12 @@ def _saved_work(ev: pd.DataFrame) -> pd.DataFrame:
                          "what": what[keep], "items": np.where(what[keep] == "upserted", items[keep], np.nan),
                          "source": sel["source"].to_numpy(), "line": sel["line"].to_numpy()},
                         columns=["time", "task", "what", "items", "source", "line"])
+
+
+def _present(tasks: pd.Series, rows: np.ndarray) -> set:
+    """The task names of the rows ``rows`` (a mask) of a task column, from its codes."""
+    c, names = codes(tasks)
+    return {str(names[k]) for k in np.flatnonzero(np.bincount(c[rows & (c >= 0)], minlength=len(names)))}
 
 
 def _names(tasks: pd.Series) -> set:
@@ -195,7 +204,7 @@ def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
     start, end = (ev["time"].min(), ev["time"].max()) if len(ev) else (None, None)
     # a task that only waits in Celery retries (its calls gated elsewhere) is ours if it is a Keepa task
     retried = _names(ev.loc[ev["event"] == "retry", "task"]) & KEEPA_TASKS
-    names = sorted(_names(ev.loc[ev["event"].isin(TOKEN_EVENTS), "task"]) | retried)
+    names = sorted(_present(ev["task"], ev["event"].isin(TOKEN_EVENTS).to_numpy()) | retried)
     cols = ["task", "start", "end", "duration_s", "aborts", "source", "line"]
     ab = ev.loc[ev["event"] == "abort", ["time", "task", "source", "line"]]
     ab = ab.assign(task=ab["task"].astype(object))
@@ -213,26 +222,34 @@ def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
     files = pd.Index(codes(ev["source"])[1])
     hungry, unsaved = stretches(True), stretches(False)
     tasks = {}
-    narrow = ev[["task", "event", "target"]]   # what the per-task figures read: not a copy of every column
+    # the per-task figures read the events as codes (no copy of their rows), the spends by the codes of
+    # their tasks, and the smaller frames as they are
+    tc, tnames = codes(ev["task"])
+    ec, enames = codes(ev["event"])
+    event_is = lambda names: is_in(ec, enames, names)
+    targets = ev["target"].to_numpy(dtype="float64", na_value=np.nan)
+    waiting, aborts, grants, marks = event_is(set(WAITING_EVENTS)), event_is({"abort"}), event_is({"grant"}), \
+        event_is({"checkpoint", "resume"})
+    stc, stnames = codes(sp["task"])
+    fetched = (spends["kind"] == "fetched").to_numpy()
     for name in names:
-        e = narrow[narrow["task"] == name]
-        w = waits[waits["task"] == name]
-        s = spends[spends["task"] == name]
+        mine = tc == (tnames.index(name) if name in tnames else -2)
+        s_mine = stc == (stnames.index(name) if name in stnames else -2)
+        w = waits_of.get(name, waits.iloc[:0])
         r = att.runs[(att.runs["task"] == name)]
+        sv = saved[saved["task"] == name]
         tasks[name] = {
-            "target": waited_target(e),
+            "target": usual_target(pd.Series(targets[mine & waiting])),
             "waits": int(len(w)),
             "max_wait_s": float(w["duration_s"].max()) if len(w) else 0.0,
-            "grants": int((s["kind"] != "fetched").sum()) if len(s) else int((e["event"] == "grant").sum()),
-            "tokens": float(s["consumed"].sum()),
-            "saved": int((saved["task"] == name).sum()),
-            "upserted": int(saved.loc[(saved["task"] == name) & (saved["what"] == "upserted"), "items"].fillna(0)
-                            .sum()),
-            "aborts": int((e["event"] == "abort").sum()),
+            "grants": int((s_mine & ~fetched).sum()) if s_mine.any() else int((mine & grants).sum()),
+            "tokens": float(spends["consumed"][s_mine].sum()),
+            "saved": int(len(sv)),
+            "upserted": int(sv.loc[sv["what"] == "upserted", "items"].fillna(0).sum()),
+            "aborts": int((mine & aborts).sum()),
             "runs": int((r["ended_by"] != "skip").sum()),
             "skips": int((att.skips["task"] == name).sum()) if len(att.skips) else 0,
-            "role": "backfiller" if is_backfill(name) or (e["event"].isin(["checkpoint", "resume"])).any()
-            else "upserter",
+            "role": "backfiller" if is_backfill(name) or (mine & marks).any() else "upserter",
         }
     ev_info = Evidence(ev, att.runs, waits, saved, spends, rate, source, how, keepa_balance, tasks, hungry, unsaved, [],
                        start, end,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .columns import codes, is_in
 from .readings import observed_balance
 
 MIN_SLOPE_GAP_S = 60.0
@@ -53,21 +54,40 @@ def refill_rate(events: pd.DataFrame) -> tuple[float | None, str, str]:
     return None, "unknown", "the log shows no refill rate: no refillRate, no wait arithmetic, no balance rising"
 
 
+def _three_values(x: np.ndarray) -> bool:
+    """Whether ``x`` holds at least three distinct values (found without sorting it)."""
+    if not len(x):
+        return False
+    other = x[x != x[0]]
+    return len(other) > 0 and bool((other != other[0]).any())
+
+
 def _from_wait_arithmetic(events: pd.DataFrame):
-    w = events[events["event"].isin(["wait", "abort"]) & events["balance"].notna() & (events["wait"] > 0)]
-    if w.empty:
+    e_codes, e_names = codes(events["event"])
+    balance = events["balance"].to_numpy(dtype="float64", na_value=np.nan)
+    secs = events["wait"].to_numpy(dtype="float64", na_value=np.nan)
+    rows = np.flatnonzero(is_in(e_codes, e_names, {"wait", "abort"}) & ~np.isnan(balance) & (secs > 0))
+    if not len(rows):
         return None, ""
+    # one group per (kind, target), taken in the order of the kind's name, then the target (no target: -1)
+    kind, kinds = codes(events["kind"].iloc[rows])
+    rank = np.argsort(np.argsort(np.asarray([str(k) for k in kinds] + ["nan"], dtype=object), kind="stable"))
+    target = events["target"].to_numpy(dtype="float64", na_value=np.nan)[rows]
+    target = np.where(np.isnan(target), -1.0, target)
+    order = np.lexsort((np.arange(len(rows)), target, rank[kind]))
+    x_all, secs_all, k_all, t_all = balance[rows][order], secs[rows][order], rank[kind][order], target[order]
+    bounds = np.flatnonzero(np.r_[True, (k_all[1:] != k_all[:-1]) | (t_all[1:] != t_all[:-1]), True])
     estimates, weights = [], []
-    for (_, target), g in w.groupby([w["kind"].astype(str), w["target"].fillna(-1.0)]):
-        x, secs = g["balance"].to_numpy(), g["wait"].to_numpy()
-        if len(np.unique(x)) >= 3:
-            slope, _ = np.polyfit(x, secs, 1)
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        x, s, tgt = x_all[a:b], secs_all[a:b], t_all[a]
+        if _three_values(x):
+            slope, _ = np.polyfit(x, s, 1)
             if slope < 0:
                 estimates.append(-60.0 / slope)
-                weights.append(len(g))
+                weights.append(b - a)
                 continue
-        if target >= 0:
-            per = (target - x) * 60.0 / secs
+        if tgt >= 0:
+            per = (tgt - x) * 60.0 / s
             per = per[per > 0]
             if len(per):
                 estimates.append(float(np.median(per)))

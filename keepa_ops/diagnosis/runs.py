@@ -150,10 +150,15 @@ def _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_nam
     """
     is_ = lambda names: is_in(ev_codes, ev_names, names)
     nproc = max(len(proc_names), 1)
-    mine = (proc >= 0) & ~is_(POOL_EVENTS) & ~is_({"received"})
-    group = np.where(mine, stream.astype(np.int32) * np.int32(nproc) + proc.astype(np.int32), -1).astype(np.int32)
-    starts, ends = is_({"run_start", "skip"}), is_({"run_finish", "retry"})
-    what = np.where(mine, np.where(starts, 1, np.where(ends, 2, 3)), 0).astype(np.int8)
+    # what each event does, and the flags it carries, by lookup on its code (one pass each)
+    table = lambda pairs: np.asarray([next((v for names, v in pairs if e in names), 0) for e in ev_names] + [0])
+    mine = (proc >= 0) & (table([(POOL_EVENTS | {"received"}, 1)]) == 0)[ev_codes]
+    group = stream.astype(np.int32) * np.int32(nproc) + proc.astype(np.int32)
+    group[~mine] = -1
+    what = table([({"run_start", "skip"}, 1), ({"run_finish", "retry"}, 2)]).astype(np.int8)
+    what[what == 0] = 3
+    what = what[ev_codes]
+    what[~mine] = 0
     # closers: a process that exited closes its own run; a worker restart closes every run of its stream
     exits = np.flatnonzero(is_({"worker_exit"}))
     proc_index = {p: k for k, p in enumerate(proc_names)}
@@ -162,14 +167,16 @@ def _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_nam
     group[exits[named]] = stream[exits[named]] * nproc + exit_proc[named]
     what[exits[named]] = 4
     what[is_({"worker_ready", "worker_stop"})] = 5
-    flags = np.zeros(n, np.uint8)
+    flag_of = np.zeros(len(ev_names) + 1, np.uint8)   # the last slot: a row with no event
     for bit, names in ((_WANTS, {"wait", "heartbeat", "abort"}), (_ANNOUNCES, {"wait"}),
                        (_WAITING_ON, {"wait", "heartbeat"}), (_WAITING_OFF, {"grant", "spend", "abort", "run_finish",
                                                                                "retry"}),
                        (_BACKFILL, BACKFILL_EVENTS), (_FEED, FEED_EVENTS), (_RETRY, {"retry"}), (_SKIP, {"skip"})):
-        flags[is_(names)] |= bit
-    args = (group, what, stream.astype(np.int32), flags, task.astype(np.int32), targets.astype(np.float64),
-            waits.astype(np.float64), nproc)
+        flag_of[:-1][[e in names for e in ev_names]] |= bit
+    flags = flag_of[ev_codes]
+    as_ = lambda a, t: np.ascontiguousarray(a, dtype=t)   # a copy only where the type differs
+    args = (group, what, as_(stream, np.int32), flags, as_(task, np.int32), as_(targets, np.float64),
+            as_(waits, np.float64), nproc)
     raw = _process_runs_native(*args) if _runs is not None else _process_runs_numpy(*args)
     run_of, o, lr, er, how, run_task, last_target, announced, rflags, lost_rows = raw
     lost = [(int(i), int(stream[i])) for i in lost_rows] + [(int(i), int(stream[i])) for i in exits[~named]]
@@ -562,7 +569,7 @@ def _tasks_by_run(task: np.ndarray, task_names: list, run_of: np.ndarray, run_ta
     index = {t: k for k, t in enumerate(names)}
     of_run = np.asarray([index[t] if t is not None else -1 for t in run_task] + [-1], np.int64)
     c = np.where(run_of >= 0, of_run[run_of], task)
-    present = sorted(names[k] for k in np.unique(c[c >= 0]))
+    present = sorted(names[k] for k in np.flatnonzero(np.bincount(c[c >= 0], minlength=len(names))))
     rank = np.full(len(names) + 1, -1, np.int64)
     rank[[index[t] for t in present]] = np.arange(len(present))
     return pd.Categorical.from_codes(rank[c], categories=pd.Index(present))

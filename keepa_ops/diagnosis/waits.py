@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .columns import codes, is_in, last_of, source_of
+from .columns import codes, is_in, last_of, source_of, texts, texts_of
 
 WANT = {"wait", "heartbeat"}
 GRANT = {"grant"}
@@ -126,12 +126,16 @@ def wait_intervals(att) -> pd.DataFrame:
     how[left] = run_how[lrun[left]]
     ends_with_run = left[~np.isnat(run_end[lrun[left]])]
     end[ends_with_run] = run_end[lrun[ends_with_run]]
-    starts_at = rows[first]
-    df = pd.DataFrame({
-        "run": wait_run, "task": run_task[wait_run].tolist(), "start": times[starts_at],
-        "end": end, "target": target, "balance": balance[starts_at], "ended_by": how, "lines": lines,
-        "source": source_of(ev, starts_at), "line": ev["line"].to_numpy()[starts_at]})
-    return _typed(df)[COLUMNS].sort_values("start", kind="stable").reset_index(drop=True)
+    # the waits in start order, built once as the frame's columns
+    order = np.argsort(times[rows[first]], kind="stable")
+    starts_at, wait_run, end = rows[first][order], wait_run[order], end[order]
+    start = times[starts_at]
+    duration = pd.TimedeltaIndex(end - start.astype(end.dtype)).total_seconds().to_numpy()
+    return pd.DataFrame({
+        "run": wait_run, "task": texts(run_task, wait_run), "start": start, "end": end, "target": target[order],
+        "balance": balance[starts_at], "ended_by": texts_of(how[order]), "duration_s": duration,
+        "lines": lines[order], "source": source_of(ev, starts_at), "line": ev["line"].to_numpy()[starts_at]},
+        columns=COLUMNS)
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
