@@ -7,8 +7,9 @@ syncs) with the detail-bearing lines among them (backfill checkpoints, watermark
 lost), task boundaries, and a little noise. It is written here, streamed to disk.
 
 Each figure is a whole CLI process (interpreter start and imports included), timed from the
-outside, best of --runs; its peak memory is the process's own maximum RSS (os.wait4). The
-baseline, same run, same file: `grep -c Insufficient` (one pass that reads it all).
+outside, best of --runs; its peak memory is the process's own maximum RSS (os.wait4), read by a
+small runner process started first (a child's maximum RSS starts from that of the process it was
+forked from). The baseline, same run, same file: `grep -c Insufficient` (one pass that reads it all).
 
     python benchmarks/bench_parse_dense.py            # 0.9 GB
     python benchmarks/bench_parse_dense.py --mb 200   # quicker
@@ -108,17 +109,41 @@ def rotate(log: Path, folder: Path) -> Path:
     return folder
 
 
-def measure(cmd: list[str]) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS bytes, stdout) of one whole process."""
+# Every command is run by this small process, started before the benchmark itself grows: on Linux a
+# child's peak RSS (ru_maxrss) starts from the memory of the process it was forked from (Python forks
+# with vfork, which shares the whole address space, peak included), so a command started by a parent
+# that once held the 0.9 GB log would report that parent's peak, not its own.
+RUNNER = r"""
+import json, os, subprocess, sys, time
+for line in sys.stdin:
+    cmd = json.loads(line)
     t = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out = p.stdout.read()
     p.stderr.read()
     _, status, usage = os.wait4(p.pid, 0)
-    dt = time.perf_counter() - t
-    if os.waitstatus_to_exitcode(status) != 0:   # a crash is no measurement (a traceback exits 1)
-        raise SystemExit(f"{' '.join(cmd)} failed with exit code {os.waitstatus_to_exitcode(status)}")
-    return dt, usage.ru_maxrss * 1024, out
+    print(json.dumps([time.perf_counter() - t, usage.ru_maxrss * 1024, os.waitstatus_to_exitcode(status), out]),
+          flush=True)
+"""
+
+
+class Runner:
+    """Runs commands in a process of its own, small and started first (see RUNNER)."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", RUNNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+
+    def measure(self, cmd: list[str]) -> tuple[float, int, str]:
+        """(wall seconds, peak RSS bytes, stdout) of one whole process."""
+        import json
+
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        dt, rss, code, out = json.loads(self.proc.stdout.readline())
+        if code != 0:   # a crash is no measurement (a traceback exits 1)
+            raise SystemExit(f"{' '.join(cmd)} failed with exit code {code}")
+        return dt, rss, out
 
 
 def main():
@@ -127,6 +152,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="runs of each command; the best counts (default 3)")
     args = ap.parse_args()
     cli = [sys.executable, "-m", "keepa_ops.cli"]
+    measure = Runner().measure   # first, while this process is small
     with tempfile.TemporaryDirectory() as d:
         log = Path(d) / "celery_worker.log"
         size, lines = generate(log, args.mb)

@@ -466,7 +466,7 @@ def parse_logs(paths, keep_skipped: int = 1000) -> ParsedLog:
     return ParsedLog(events, stats, skipped, files)
 
 
-ROW_GROUP = 1 << 19   # events per parquet row group written by write_parquet
+ROW_GROUP = 1 << 18   # events per parquet row group written by write_parquet
 
 # How write_parquet encodes the columns (a choice of speed and size; what is read back is the
 # same frame either way): times and line numbers ascend, so they are stored as deltas; columns of
@@ -855,7 +855,7 @@ class _Assembled:
             cols[c] = _key_column(c, parts, self.sizes)
             if c not in ("source", "stream"):
                 for p in parts:
-                    p[c] = None   # the key's copy is made: let the part's go
+                    p[c] = None   # the key's copy is made: let the part's go (if it did not already)
         key = pd.DataFrame(cols, copy=False)
         if in_order:
             perm = None
@@ -955,7 +955,8 @@ def _parts_in_read_order(parts: list[dict]) -> bool:
 
 
 def _key_column(c: str, parts: list[dict], sizes: list):
-    """Key column ``c`` (one of ``_KEY``) of the parts' concatenation."""
+    """Key column ``c`` (one of ``_KEY``) of the parts' concatenation. Each part's own copy goes as
+    soon as it is in the key (the source and stream names stay: every part keeps its one name)."""
     if c in ("source", "stream"):
         names = list(dict.fromkeys(p[c] for p in parts))
         codes = np.repeat(np.asarray([names.index(p[c]) for p in parts], np.int32), sizes)
@@ -972,22 +973,25 @@ def _key_column(c: str, parts: list[dict], sizes: list):
                 lookup = {name: i for i, name in enumerate(event_names)}
                 e = np.asarray([lookup[x] for x in e], dtype=np.int16)
             arrays.append(e)
+            p[c] = None
         return pd.Categorical.from_codes(np.concatenate(arrays, dtype=np.int16),
                                          categories=pd.Index(event_names, dtype=object))
     if c in ("process", "task"):
         return _categorical_of([p[c] for p in parts])
-    if c == "time":   # float ms (NaN: none) -> int64 ms (NaT), a part at a time: no copy of the whole
+    if c in ("time", "line"):   # a part at a time: no second copy of the whole
         out = np.empty(sum(sizes), np.int64)
         at = 0
         for p, n in zip(parts, sizes):
-            ms = np.asarray(p[c], dtype="float64")
-            with np.errstate(invalid="ignore"):
-                out[at:at + n] = ms       # as astype: truncated toward zero
-            out[at:at + n][np.isnan(ms)] = np.iinfo(np.int64).min
+            if c == "line":
+                out[at:at + n] = p[c]
+            else:                # float ms (NaN: none) -> int64 ms (NaT)
+                ms = np.asarray(p[c], dtype="float64")
+                with np.errstate(invalid="ignore"):
+                    out[at:at + n] = ms       # as astype: truncated toward zero
+                out[at:at + n][np.isnan(ms)] = np.iinfo(np.int64).min
+            p[c] = None
             at += n
-        return out.view("datetime64[ms]")
-    if c == "line":
-        return np.concatenate([p[c] for p in parts], dtype=np.int64)
+        return out.view("datetime64[ms]") if c == "time" else out
     raise KeyError(c)
 
 
