@@ -18,7 +18,6 @@ It also parses the same lines as a rotated set with two gzipped files, whose pea
 within the single file's.
 """
 import argparse
-import os
 import random
 import subprocess
 import sys

@@ -306,6 +306,35 @@ def test_a_gzip_is_parsed_as_a_stream_in_blocks_with_the_same_answer(tmp_path, m
     assert streamed.events[cols].reset_index(drop=True).equals(plain.events[cols].reset_index(drop=True))
 
 
+def test_gzips_in_utf16_with_a_bom_or_with_cr_line_ends_read_like_the_plain_file_over_many_blocks(tmp_path,
+                                                                                                    monkeypatch):
+    """The first block decides what a whole file's bytes say (UTF-16, a UTF-8 BOM, old-Mac CR line
+    ends), and the decision holds for every later block: a gzip far bigger than a block, in each
+    encoding, gives the plain UTF-8 file's lines and events."""
+    from keepa_ops.logs import sources
+    body = SAMPLE * 400   # ~1 MB, ~16 blocks of 64 KB
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "w.log").write_bytes(body)
+    text = body.decode("utf-8", "replace")
+    variants = {"utf16": text.encode("utf-16"), "bom": b"\xef\xbb\xbf" + body, "mac": body.replace(b"\n", b"\r")}
+    for name, data in variants.items():
+        (tmp_path / name).mkdir()
+        with gzip.open(tmp_path / name / "w.log.gz", "wb") as f:
+            f.write(data)
+    monkeypatch.setattr(sources.Source.blocks, "__defaults__", (64 << 10,))
+    plain = parse_logs(tmp_path / "plain" / "w.log")
+    if "utf16" in variants:   # the UTF-8 reference of the UTF-16 file is its own text re-encoded
+        (tmp_path / "plain16").mkdir()
+        (tmp_path / "plain16" / "w.log").write_bytes(text.encode("utf-8"))
+    cols = ["line", "event", "task", "time", "balance", "target"]
+    for name in variants:
+        ref = parse_logs(tmp_path / "plain16" / "w.log") if name == "utf16" else plain
+        got = parse_logs(tmp_path / name / "w.log.gz")
+        assert got.stats["lines"] == ref.stats["lines"] and got.stats["events"] == ref.stats["events"], name
+        assert got.stats["skipped"] == ref.stats["skipped"], name
+        assert got.events[cols].reset_index(drop=True).equals(ref.events[cols].reset_index(drop=True)), name
+
+
 def test_a_plain_file_is_read_in_blocks_with_the_same_answer(tmp_path, monkeypatch):
     """A plain file is read a block at a time (memory follows the block, not the file): blocks
     that split lines anywhere give the same events, line numbers and counts as one whole read;

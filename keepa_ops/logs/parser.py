@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import scanner
-from .scanner import FIELDS, Template
+from .scanner import Template
 from .sources import list_sources
 from ..diagnosis.readings import observed_balance
 

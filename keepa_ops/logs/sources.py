@@ -47,50 +47,60 @@ class Source:
                 if head != b"\x1f\x8b":
                     yield from _plain_blocks(f, block_size)
                     return
+                if _inflated_head(f) in (b"\xff\xfe", b"\xfe\xff"):   # a UTF-16 gzip: one block, as a file
+                    pieces, truncated = [], False
+                    for block, truncated in _inflate(f, block_size):
+                        pieces.append(bytes(block))
+                    yield _utf8(b"".join(pieces)), truncated
+                    return
                 yield from _inflate(f, block_size)
         except OSError as e:
             raise LogParseError(f"{self.path}: cannot be read ({e.strerror})") from None
 
 
 
+def _first_block(buf: bytearray, end: int) -> tuple[int, bool]:
+    """What the first block of a file decides, in ``buf[:end]``, in place: a UTF-8 BOM goes, and
+    whether the file's lines end in CR alone (old Mac), as ``_utf8`` decides both for a whole file.
+    Returns the block's new end and that decision."""
+    if buf[:3] == b"\xef\xbb\xbf":
+        buf[:end - 3] = buf[3:end]
+        end -= 3
+    return end, buf.find(b"\n", 0, end) < 0 and buf.find(b"\r", 0, end) >= 0
+
+
+def _cut(buf: bytearray, end: int, cr_only: bool) -> int:
+    """Where ``buf[:end]`` ends its last whole line (CR-only line ends made LF first, in place), or 0."""
+    if cr_only:
+        buf[:end] = buf[:end].replace(b"\r", b"\n")
+    return buf.rfind(b"\n", 0, end) + 1
+
+
+def _inflated_head(f, n: int = 2) -> bytes:
+    """The first ``n`` bytes a gzip file inflates to (fewer if it cannot); the file is rewound."""
+    try:
+        head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(f.read(1 << 16), n)
+    except zlib.error:
+        head = b""
+    f.seek(0)
+    return head
+
+
 def _inflate(f, block_size: int):
     """A gzip file (one member or several) -> blocks of whole lines; the last may end mid-line,
-    with ``_utf8``'s handling decided on the first block, as for a whole file.
+    as may a block whose one line is longer than the block. The first block decides what
+    ``_utf8`` decides for a whole file (UTF-16 aside: ``Source.blocks`` takes such a file whole).
 
-    Each block is a ``memoryview`` of one buffer, valid until the next is asked for (a block that
-    had to be recoded, UTF-16 or CR-only, is bytes). The last block says whether the stream was
-    truncated or corrupt: what came before is kept.
+    Each block is a ``memoryview`` of one buffer, filled in place and never resized (no fresh
+    memory per block), valid until the next is asked for. The last block says whether the stream
+    was truncated or corrupt: what came before is kept.
     """
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     started = False  # the current decompressor has been fed part of a member
-    buf = bytearray(block_size)   # filled in place and never resized: no fresh memory per block
-    have = 0                      # the bytes of buf in use (a partial line carried over first)
+    buf = bytearray(block_size)
+    have = 0         # the bytes of buf in use (a partial line carried over first)
     broken = False
     first, cr_only = True, False
-
-    def recoded(cut):
-        """The block as bytes where it must be recoded (decided on the first block), else None."""
-        nonlocal first, cr_only
-        if first:
-            first = False
-            head = bytes(buf[:3])
-            cr_only = buf.find(b"\n", 0, cut) < 0 and buf.find(b"\r", 0, cut) >= 0
-            if head[:2] in (b"\xff\xfe", b"\xfe\xff") or cr_only:
-                return _utf8(bytes(buf[:cut]))
-            if head == b"\xef\xbb\xbf":
-                return bytes(buf[3:cut])
-        if cr_only:
-            return bytes(buf[:cut]).replace(b"\r", b"\n")
-        return None
-
-    def blocks(cut, truncated):
-        other = recoded(cut)
-        if other is not None:
-            yield other, truncated
-            return
-        with memoryview(buf) as view, view[:cut] as piece:
-            yield piece, truncated
-
     while not broken:
         raw = f.read(1 << 20)
         if not raw:
@@ -109,16 +119,24 @@ def _inflate(f, block_size: int):
                 raw = d.unused_data
                 d, started = zlib.decompressobj(16 + zlib.MAX_WBITS), False
             if have >= block_size:
-                cut = buf.rfind(b"\n", 0, have) + 1 or have
-                yield from blocks(cut, False)
+                if first:
+                    first = False
+                    have, cr_only = _first_block(buf, have)
+                cut = _cut(buf, have, cr_only) or have
+                with memoryview(buf) as view, view[:cut] as block:
+                    yield block, False
                 buf[:have - cut] = buf[cut:have]
                 have -= cut
-    yield from blocks(have, broken or (started and not d.eof))
+    if first:
+        have, cr_only = _first_block(buf, have)
+    _cut(buf, have, cr_only)
+    with memoryview(buf) as view, view[:have] as block:
+        yield block, broken or (started and not d.eof)
 
 
 def _plain_blocks(f, block_size: int):
-    """A plain file -> blocks of whole lines of about ``block_size`` (the last may end mid-line),
-    with ``_utf8``'s BOM and CR-only handling decided on the first block, as for a gzip.
+    """A plain file -> blocks of whole lines of about ``block_size`` (the last may end mid-line).
+    The first block decides what ``_utf8`` decides for a whole file.
 
     The file is read into one buffer, reused: each block is a ``memoryview`` of it, valid until
     the next block is asked for (no block is copied, and no fresh memory is touched per block).
@@ -133,13 +151,8 @@ def _plain_blocks(f, block_size: int):
         end = have + n
         if first:
             first = False
-            if buf[:3] == b"\xef\xbb\xbf":
-                buf[:end - 3] = buf[3:end]
-                end -= 3
-            cr_only = buf.find(b"\n", 0, end) < 0 and buf.find(b"\r", 0, end) >= 0
-        if cr_only:
-            buf[:end] = buf[:end].replace(b"\r", b"\n")
-        cut = buf.rfind(b"\n", 0, end) + 1
+            end, cr_only = _first_block(buf, end)
+        cut = _cut(buf, end, cr_only)
         if cut == 0:             # no line end yet: read on, with room to
             have = end
             if have == len(buf):
