@@ -55,8 +55,11 @@ def both(data: bytes):
 
 
 def test_the_native_scanner_is_built():
-    # without it parsing still works (the reference), but at a fraction of the speed #4 asks for
-    assert linescan.NATIVE
+    # without them parsing and diagnosis still work (the reference and numpy forms), but at a
+    # fraction of the speed #4 and #16 ask for
+    from keepa_ops.diagnosis import runs
+
+    assert linescan.NATIVE and runs._runs is not None
 
 
 def test_every_template_variant_parses_its_own_example():
@@ -213,6 +216,26 @@ def test_without_the_extension_parsing_gives_the_same_answer(tmp_path, monkeypat
     plain = frame_of(tmp_path)
     pd.testing.assert_frame_equal(native[0], plain[0])
     assert native[1] == plain[1]
+
+
+def test_without_the_extension_the_diagnosis_is_the_same(monkeypatch):
+    """A legacy corpus log with pool processes, worker losses and restarts diagnoses the same, runs
+    and waits included, when its pool processes' runs are split by the numpy form instead of C."""
+    from pathlib import Path
+
+    from keepa_ops.diagnosis import runs
+    from keepa_ops.diagnosis.evidence import gather
+
+    log = Path(__file__).parent / "data" / "legacy_corpus" / "seed_incident_rotated"
+    events = parse_logs(log).events
+    native = gather(events)
+    monkeypatch.setattr(runs, "_runs", None)
+    plain = gather(events)
+    assert len(native.runs) > 100
+    pd.testing.assert_frame_equal(native.runs, plain.runs)
+    pd.testing.assert_frame_equal(native.waits, plain.waits)
+    pd.testing.assert_frame_equal(native.events, plain.events)
+    assert native.tasks == plain.tasks and native.stalled == plain.stalled
 
 
 def test_template_text_is_the_documented_message():
