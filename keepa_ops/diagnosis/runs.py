@@ -60,6 +60,9 @@ def is_backfill(task: str | None) -> bool:
 
 @dataclass(slots=True)
 class Run:
+    """A run of lines that name no process, while the loop attributes them (the process path's
+    runs are columns from the start); both become rows of the ``runs`` table."""
+
     id: int
     stream: int
     process: str | None
@@ -78,12 +81,6 @@ class Run:
     announced: float | None = None      # the re-check its last (possible) wait line announced, in seconds
     silent: bool = False                # still open at the end, but quiet for far longer than it should be
     waiting: bool = False               # in a wait for a logged target (its grant will repeat that target)
-
-
-    @property
-    def seen(self) -> np.datetime64:
-        """The last moment the log shows it (or a line that may have been its)."""
-        return self.last if self.maybe is None else max(self.last, self.maybe)
 
 
 def silent_after(announced_s: float | None, usual_gap_s: float | None) -> float:
