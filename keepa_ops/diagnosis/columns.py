@@ -22,6 +22,15 @@ def codes(s: pd.Series) -> tuple[np.ndarray, list]:
     return c.astype(np.int64), list(uniques)
 
 
+def by_name(c: np.ndarray, names: list, labels: dict, default: int = 0) -> np.ndarray:
+    """Each row's label (int8), by one lookup on its code: ``labels`` maps a label to the names it
+    stands for; a row whose name is in none of them, or that has none, gets ``default``."""
+    table = np.full(len(names) + 1, default, np.int8)
+    for label, wanted in labels.items():
+        table[:-1][[n in wanted for n in names]] = label
+    return table[c]
+
+
 def is_in(c: np.ndarray, names: list, wanted) -> np.ndarray:
     """The rows whose code stands for one of ``wanted`` (never a missing one)."""
     hit = np.asarray([n in wanted for n in names] + [False])

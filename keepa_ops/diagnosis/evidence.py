@@ -137,11 +137,6 @@ def _present(tasks: pd.Series, rows: np.ndarray) -> set:
     return {str(names[k]) for k in np.flatnonzero(np.bincount(c[rows & (c >= 0)], minlength=len(names)))}
 
 
-def _names(tasks: pd.Series) -> set:
-    """The task names in a column (each distinct one once, however many rows name it)."""
-    return {str(t) for t in tasks.dropna().unique()}
-
-
 def _ms(series) -> np.ndarray:
     return pd.to_datetime(series).to_numpy().astype("datetime64[ms]").astype("int64")
 
@@ -203,7 +198,7 @@ def gather(events: pd.DataFrame, bound_s: float = 3600.0) -> Evidence:
                                   "line": kb["line"]})
     start, end = (ev["time"].min(), ev["time"].max()) if len(ev) else (None, None)
     # a task that only waits in Celery retries (its calls gated elsewhere) is ours if it is a Keepa task
-    retried = _names(ev.loc[ev["event"] == "retry", "task"]) & KEEPA_TASKS
+    retried = _present(ev["task"], (ev["event"] == "retry").to_numpy()) & KEEPA_TASKS
     names = sorted(_present(ev["task"], ev["event"].isin(TOKEN_EVENTS).to_numpy()) | retried)
     cols = ["task", "start", "end", "duration_s", "aborts", "source", "line"]
     ab = ev.loc[ev["event"] == "abort", ["time", "task", "source", "line"]]

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .columns import codes, is_in, last_of, where_at
+from .columns import by_name, codes, is_in, last_of, where_at
 
 # Lines only the backfill task logs, and lines only a deal-feed task (upserter, ingestor) logs.
 BACKFILL_EVENTS = {"checkpoint", "resume"}
@@ -114,8 +114,10 @@ class Attribution:
 _START, _END, _OTHER, _DIED, _RESTART = range(5)
 # How a run of the process path ended, as _runs.process_runs numbers it.
 _HOW = np.asarray(["open", "finished", "retry", "skip", "superseded", "died", "restart"], dtype=object)
-# Row flags of the process path (see _runs.c): what a member row tells its run.
+# Row flags of the process path (see _runs.c): what a member row tells its run ...
 _WANTS, _ANNOUNCES, _WAITING_ON, _WAITING_OFF, _BACKFILL, _FEED, _RETRY, _SKIP = (1 << k for k in range(8))
+# ... and the run flags it gives back: waiting at its end, backfill and feed hints, began in the log, a skip's.
+_R_WAITING, _R_BACKFILL, _R_FEED, _R_IN_LOG, _R_BY_SKIP = (1 << k for k in range(5))
 
 try:
     from . import _runs
@@ -134,7 +136,7 @@ class _ProcessRuns:
     lost: list                 # (row, stream) of worker exits that closed no run
 
 
-def _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_names, stream, targets, waits,
+def _process_runs(times, ev_codes, ev_names, proc, proc_names, task, task_names, stream, targets, waits,
                   exit_names: dict, where) -> _ProcessRuns:
     """The process path of ``attribute`` without a loop over rows in Python.
 
@@ -148,13 +150,10 @@ def _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_nam
     is_ = lambda names: is_in(ev_codes, ev_names, names)
     nproc = max(len(proc_names), 1)
     # what each event does, and the flags it carries, by lookup on its code (one pass each)
-    table = lambda pairs: np.asarray([next((v for names, v in pairs if e in names), 0) for e in ev_names] + [0])
-    mine = (proc >= 0) & (table([(POOL_EVENTS | {"received"}, 1)]) == 0)[ev_codes]
+    mine = (proc >= 0) & ~is_(POOL_EVENTS | {"received"})
     group = stream.astype(np.int32) * np.int32(nproc) + proc.astype(np.int32)
     group[~mine] = -1
-    what = table([({"run_start", "skip"}, 1), ({"run_finish", "retry"}, 2)]).astype(np.int8)
-    what[what == 0] = 3
-    what = what[ev_codes]
+    what = by_name(ev_codes, ev_names, {1: {"run_start", "skip"}, 2: {"run_finish", "retry"}}, default=3)
     what[~mine] = 0
     # closers: a process that exited closes its own run; a worker restart closes every run of its stream
     exits = np.flatnonzero(is_({"worker_exit"}))
@@ -180,12 +179,12 @@ def _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_nam
     nat = np.array("NaT", dtype=times.dtype)
     cols = {"stream": stream[o].astype(np.int64), "process": np.asarray(proc_names + [None], dtype=object)[proc[o]],
             "task": np.asarray(task_names + [None], dtype=object)[run_task],
-            "start": times[o], "where": np.asarray(where(o), dtype=object), "started_in_log": (rflags & 8) > 0,
+            "start": times[o], "where": np.asarray(where(o), dtype=object), "started_in_log": (rflags & _R_IN_LOG) > 0,
             "end": np.where(er >= 0, times[np.maximum(er, 0)], nat), "ended_by": _HOW[how],
             "last": times[lr], "end_where": np.where(er >= 0, where(np.maximum(er, 0)), None),
-            "last_target": last_target, "backfill": (rflags & 2) > 0, "feed": (rflags & 4) > 0,
+            "last_target": last_target, "backfill": (rflags & _R_BACKFILL) > 0, "feed": (rflags & _R_FEED) > 0,
             "maybe": np.full(len(o), nat), "announced": announced, "silent": np.zeros(len(o), bool),
-            "waiting": (rflags & 1) > 0}
+            "waiting": (rflags & _R_WAITING) > 0}
     member_rows = np.flatnonzero(run_of >= 0)
     return _ProcessRuns(o, cols, member_rows, run_of[member_rows].astype(np.int64), lost)
 
@@ -256,12 +255,12 @@ def _process_runs_numpy(group, what, stream, flags, task, target, wait, nproc):
     flip = waiting_on | ((f & _WAITING_OFF) > 0)
     g, v = last_of(mrun[flip], waiting_on[flip])
     rflags = np.zeros(nrun, np.uint8)
-    rflags[g[v]] |= 1
-    rflags[np.unique(mrun[(f & _BACKFILL) > 0])] |= 2
-    rflags[np.unique(mrun[(f & _FEED) > 0])] |= 4
-    rflags[kind[first] == _START] |= 8
+    rflags[g[v]] |= _R_WAITING
+    rflags[np.unique(mrun[(f & _BACKFILL) > 0])] |= _R_BACKFILL
+    rflags[np.unique(mrun[(f & _FEED) > 0])] |= _R_FEED
+    rflags[kind[first] == _START] |= _R_IN_LOG
     opened_by_skip = (kind[first] == _START) & ((flags[row[first]] & _SKIP) > 0)
-    rflags[opened_by_skip] |= 16
+    rflags[opened_by_skip] |= _R_BY_SKIP
     # how each run ended: its last row (a finish or a retry), or the entry after it on its process
     end_row = np.full(nrun, -1, np.int64)
     how = np.zeros(nrun, np.int8)
@@ -346,7 +345,7 @@ def attribute(events: pd.DataFrame) -> Attribution:
     for i in np.flatnonzero(is_in(ev_codes, ev_names, {"worker_exit"})):
         d = details.iat[i]
         exit_names[int(i)] = (json.loads(d) if isinstance(d, str) and d else {}).get("reason")
-    pr = _process_runs(n, times, ev_codes, ev_names, proc, proc_names, task, task_names, streams, targets, waits,
+    pr = _process_runs(times, ev_codes, ev_names, proc, proc_names, task, task_names, streams, targets, waits,
                        exit_names, where)
 
     run_of = np.full(n, -1, dtype=np.int64)

@@ -32,12 +32,11 @@ class _Comebacks:
     """When a retried run's task runs again: its next run in the stream (not a skip), else the log's
     end (still waiting), never before the countdown it announced."""
 
-    def __init__(self, runs: pd.DataFrame, stream_end: dict):
+    def __init__(self, runs: pd.DataFrame, run_task: np.ndarray, stream_end: dict):
         self.stream_end = stream_end
         self.starts: dict[tuple, np.ndarray] = {}   # (task, stream) -> its runs' starts, sorted
-        mine = runs[runs["ended_by"] != "skip"]
-        task = mine["task"].astype(object).where(mine["task"].notna(), None)
-        for key, g in mine["start"].groupby([task.to_numpy(), mine["stream"].to_numpy()], dropna=False):
+        mine = (runs["ended_by"] != "skip").to_numpy()
+        for key, g in runs["start"][mine].groupby([run_task[mine], runs["stream"].to_numpy()[mine]], dropna=False):
             self.starts[(None if key[0] != key[0] else key[0], int(key[1]))] = np.sort(g.to_numpy())
 
     def after(self, task, stream: int, t, countdown):
@@ -103,7 +102,7 @@ def wait_intervals(att) -> pd.DataFrame:
     end[shut] = times[lrow[shut]]
     how[shut] = np.where(hit(GIVE_UP)[lrow[shut]], "gave_up", "granted")
     if retried.any():
-        comebacks = _Comebacks(runs, att.stream_end)
+        comebacks = _Comebacks(runs, run_task, att.stream_end)
         countdown = ev["wait"].to_numpy(dtype="float64", na_value=np.nan)
         for k in np.flatnonzero(retried).tolist():
             i = lrun[k]

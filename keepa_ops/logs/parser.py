@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 from . import scanner
 from .scanner import Template
 from .sources import list_sources
+from ..diagnosis.columns import by_name, codes
 from ..diagnosis.readings import observed_balance
 
 CHUNK = 16 << 20
@@ -589,7 +590,7 @@ def _overlap_rows(time: pd.Series, source: pd.Series) -> np.ndarray:
     time lies in its own file's span and in its twin's. A rotated set's files follow one another,
     so usually no row does, and nothing need be compared."""
     ms = time.to_numpy().view(np.int64)   # NaT is int64's minimum
-    files = (source.cat.codes if hasattr(source, "cat") else pd.Series(pd.factorize(source)[0])).to_numpy()
+    files = codes(source)[0]
     spans: dict[int, list] = {}           # file -> [first, last] time, a slice of rows at a time
     for a in range(0, len(ms), ROW_GROUP):
         t, f = ms[a:a + ROW_GROUP], files[a:a + ROW_GROUP]
@@ -853,9 +854,6 @@ class _Assembled:
         cols = {}
         for c in _KEY:
             cols[c] = _key_column(c, parts, self.sizes)
-            if c not in ("source", "stream"):
-                for p in parts:
-                    p[c] = None   # the key's copy is made: let the part's go (if it did not already)
         key = pd.DataFrame(cols, copy=False)
         if in_order:
             perm = None
@@ -977,7 +975,10 @@ def _key_column(c: str, parts: list[dict], sizes: list):
         return pd.Categorical.from_codes(np.concatenate(arrays, dtype=np.int16),
                                          categories=pd.Index(event_names, dtype=object))
     if c in ("process", "task"):
-        return _categorical_of([p[c] for p in parts])
+        out = _categorical_of([p[c] for p in parts])
+        for p in parts:
+            p[c] = None
+        return out
     if c in ("time", "line"):   # a part at a time: no second copy of the whole
         out = np.empty(sum(sizes), np.int64)
         at = 0
@@ -1053,11 +1054,9 @@ def _attribute(df: pd.DataFrame) -> pd.DataFrame:
     nproc = len(df["process"].cat.categories)
     group = df["stream"].cat.codes.to_numpy().astype(np.int32) * np.int32(nproc) + proc_codes.astype(np.int32)
     group[~worker] = -1
-    names = list(df["event"].cat.categories)
-    does = np.zeros(len(names) + 1, np.int8)    # 1 a start, 2 an end (a retry ends one too), 3 a skip
-    for k, wanted in ((1, {"run_start"}), (2, {"run_finish", "retry"}), (3, {"skip"})):
-        does[:-1][[n in wanted for n in names]] = k
-    kind = does[df["event"].cat.codes.to_numpy()]
+    # 1 a start, 2 an end (a retry ends one too), 3 a skip
+    kind = by_name(df["event"].cat.codes.to_numpy(), list(df["event"].cat.categories),
+                   {1: {"run_start"}, 2: {"run_finish", "retry"}, 3: {"skip"}})
     if scanner.NATIVE:
         scanner._linescan.fill_tasks(group, kind, codes, len(df["stream"].cat.categories) * nproc)
     else:
